@@ -1,0 +1,342 @@
+//! `natkey.toml`: audit settings and what people know about their tables.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::warehouse::TableRef;
+
+/// The whole configuration file. Unknown keys are errors, so a typo never silently does nothing.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub audit: AuditSettings,
+    #[serde(default, rename = "table")]
+    pub tables: Vec<TableConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    /// Rows profiled per table when inferring a natural key (default 20000).
+    pub sample_rows: Option<usize>,
+    /// Statement timeout for every query natkey runs (default 600).
+    pub statement_timeout_secs: Option<u64>,
+    /// PostgreSQL `work_mem` for natkey's aggregates (default `256MB`).
+    pub work_mem: Option<String>,
+}
+
+/// One `[[table]]` entry: the facts about a table that override detection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// `schema.table`, or `table` for that table in any schema.
+    pub name: TableName,
+    pub natural_key: Option<Vec<String>>,
+    pub surrogate_key: Option<Vec<String>>,
+    pub load_metadata: Option<Vec<String>>,
+    pub measures: Option<Vec<String>>,
+    pub survivor: Option<SurvivorRule>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}, line {line}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses config text; `path` only names the source in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+                .unwrap_or(1);
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                message: e.message().trim().replace('\n', " "),
+            }
+        })?;
+        for (i, table) in config.tables.iter().enumerate() {
+            let invalid = |message: String| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: format!("[[table]] #{} ({}): {message}", i + 1, table.name),
+            };
+            for (field, list) in [
+                ("natural_key", &table.natural_key),
+                ("surrogate_key", &table.surrogate_key),
+                ("load_metadata", &table.load_metadata),
+                ("measures", &table.measures),
+            ] {
+                if let Some(list) = list {
+                    if field == "natural_key" && list.is_empty() {
+                        return Err(invalid("natural_key must name at least one column".into()));
+                    }
+                    if let Some(c) = list.iter().find(|c| c.is_empty()) {
+                        return Err(invalid(format!("{field} has an empty column name {c:?}")));
+                    }
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// The `[[table]]` entry for a table: an exact `schema.table` match wins over a bare name.
+    pub fn table(&self, table: &TableRef) -> Option<&TableConfig> {
+        self.tables
+            .iter()
+            .find(|t| {
+                t.name.schema.as_deref() == Some(table.schema.as_str()) && t.name.name == table.name
+            })
+            .or_else(|| {
+                self.tables
+                    .iter()
+                    .find(|t| t.name.schema.is_none() && t.name.name == table.name)
+            })
+    }
+}
+
+/// A table name as people write it: `table`, `schema.table`, with double quotes around a part
+/// that contains a dot or a quote (`"my.schema"."Weird ""Table"""`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableName {
+    pub schema: Option<String>,
+    pub name: String,
+}
+
+impl TableName {
+    pub fn matches(&self, table: &TableRef) -> bool {
+        self.name == table.name && self.schema.as_ref().is_none_or(|s| *s == table.schema)
+    }
+}
+
+impl FromStr for TableName {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut parts: Vec<String> = Vec::new();
+        let mut current = String::new();
+        let mut chars = text.trim().chars().peekable();
+        let mut quoted_part = false;
+        while let Some(c) = chars.next() {
+            match c {
+                '"' if current.is_empty() && !quoted_part => {
+                    quoted_part = true;
+                    loop {
+                        match chars.next() {
+                            Some('"') if chars.peek() == Some(&'"') => {
+                                chars.next();
+                                current.push('"');
+                            }
+                            Some('"') => break,
+                            Some(c) => current.push(c),
+                            None => {
+                                return Err(format!("unterminated quote in table name {text:?}"));
+                            }
+                        }
+                    }
+                }
+                '.' => {
+                    parts.push(std::mem::take(&mut current));
+                    quoted_part = false;
+                }
+                c if quoted_part => {
+                    return Err(format!(
+                        "unexpected {c:?} after a quoted part in table name {text:?}"
+                    ));
+                }
+                c => current.push(c),
+            }
+        }
+        parts.push(current);
+        if parts.iter().any(String::is_empty) {
+            return Err(format!(
+                "table name {text:?} should be `table` or `schema.table` (quote a part that contains a dot)"
+            ));
+        }
+        match parts.len() {
+            1 => Ok(TableName {
+                schema: None,
+                name: parts.remove(0),
+            }),
+            2 => {
+                let name = parts.remove(1);
+                Ok(TableName {
+                    schema: Some(parts.remove(0)),
+                    name,
+                })
+            }
+            _ => Err(format!(
+                "table name {text:?} has more than two parts; quote a part that contains a dot"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let part = |s: &str| {
+            if s.contains(['.', '"']) {
+                format!("\"{}\"", s.replace('"', "\"\""))
+            } else {
+                s.to_string()
+            }
+        };
+        match &self.schema {
+            Some(s) => write!(f, "{}.{}", part(s), part(&self.name)),
+            None => f.write_str(&part(&self.name)),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TableName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Which row of a duplicate group a cleanup keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SurvivorRule {
+    /// `latest:COL`: the row with the greatest COL (NULLs last).
+    Latest(String),
+    /// `earliest:COL`: the row with the smallest COL (NULLs last).
+    Earliest(String),
+    /// `lowest_surrogate`: the row with the smallest surrogate key.
+    LowestSurrogate,
+}
+
+impl SurvivorRule {
+    /// The column the rule orders by, when it names one.
+    pub fn column(&self) -> Option<&str> {
+        match self {
+            SurvivorRule::Latest(c) | SurvivorRule::Earliest(c) => Some(c),
+            SurvivorRule::LowestSurrogate => None,
+        }
+    }
+}
+
+impl FromStr for SurvivorRule {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            format!(
+                "survivor rule {text:?} should be latest:COLUMN, earliest:COLUMN or lowest_surrogate"
+            )
+        };
+        match text.split_once(':') {
+            Some(("latest", col)) if !col.is_empty() => Ok(SurvivorRule::Latest(col.to_string())),
+            Some(("earliest", col)) if !col.is_empty() => {
+                Ok(SurvivorRule::Earliest(col.to_string()))
+            }
+            None if text == "lowest_surrogate" => Ok(SurvivorRule::LowestSurrogate),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl fmt::Display for SurvivorRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SurvivorRule::Latest(c) => write!(f, "latest:{c}"),
+            SurvivorRule::Earliest(c) => write!(f, "earliest:{c}"),
+            SurvivorRule::LowestSurrogate => f.write_str("lowest_surrogate"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SurvivorRule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for SurvivorRule {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names_parse_with_quotes_and_dots() {
+        let t: TableName = "finance.daily_revenue_summary".parse().expect("valid");
+        assert_eq!(t.schema.as_deref(), Some("finance"));
+        assert_eq!(t.name, "daily_revenue_summary");
+        let t: TableName = r#""my.schema"."Weird ""Table"" <script>""#.parse().expect("valid");
+        assert_eq!(t.schema.as_deref(), Some("my.schema"));
+        assert_eq!(t.name, r#"Weird "Table" <script>"#);
+        assert_eq!(t.to_string(), r#""my.schema"."Weird ""Table"" <script>""#);
+        let t: TableName = "daily_orders".parse().expect("valid");
+        assert_eq!(t.schema, None);
+        for bad in ["", "a.", ".b", "a.b.c", "\"open", "\"a\"b"] {
+            assert!(bad.parse::<TableName>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn config_errors_name_the_line_and_the_problem() {
+        let path = Path::new("natkey.toml");
+        let err = Config::parse("[[table]]\nname = \"t\"\nnatrual_key = [\"a\"]\n", path)
+            .expect_err("unknown key");
+        let text = err.to_string();
+        assert!(
+            text.contains("line 3") && text.contains("natrual_key"),
+            "{text}"
+        );
+        let err = Config::parse("[[table]]\nname = \"t\"\nsurvivor = \"bogus\"\n", path)
+            .expect_err("bad survivor");
+        assert!(err.to_string().contains("bogus"), "{err}");
+        let err = Config::parse("[[table]]\nname = \"t\"\nnatural_key = []\n", path)
+            .expect_err("empty key");
+        assert!(err.to_string().contains("at least one column"), "{err}");
+    }
+
+    #[test]
+    fn an_exact_schema_match_wins_over_a_bare_name() {
+        let config = Config::parse(
+            "[[table]]\nname = \"orders\"\nnatural_key = [\"a\"]\n\
+             [[table]]\nname = \"sales.orders\"\nnatural_key = [\"b\"]\n",
+            Path::new("natkey.toml"),
+        )
+        .expect("valid");
+        let key = |schema: &str| {
+            config
+                .table(&TableRef::new(schema, "orders"))
+                .and_then(|t| t.natural_key.clone())
+        };
+        assert_eq!(key("sales"), Some(vec!["b".to_string()]));
+        assert_eq!(key("public"), Some(vec!["a".to_string()]));
+    }
+}

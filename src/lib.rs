@@ -1,0 +1,15 @@
+//! natkey finds natural-key duplicates left by retried, non-idempotent load tasks, prices the
+//! double-counting, and (in later modules) writes the SQL that makes it impossible.
+//!
+//! The CLI in `main.rs` is a thin front door onto these modules; see `ARCHITECTURE.md`.
+
+/// The audit: key resolution, the duplicate scan, overcounts, samples, and the report.
+pub mod audit;
+/// `natkey.toml`: audit settings and per-table facts (keys, roles, survivor rules).
+pub mod config;
+/// The embedded SQLite demo warehouse of `natkey demo`.
+pub mod demo;
+/// Column roles (surrogate key, load metadata, payload, measures) and natural-key resolution.
+pub mod keys;
+/// Read-only warehouse sessions, catalogs, and identifier quoting, one file per engine.
+pub mod warehouse;

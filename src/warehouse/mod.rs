@@ -1,0 +1,424 @@
+//! Read-only connections to the warehouses natkey audits, their catalogs, and the one place
+//! where identifiers become SQL.
+//!
+//! Every value natkey reads from a warehouse is cast to text *in SQL* and decoded as
+//! `Option<String>`; numbers are then parsed exactly (see `audit::figures`). One decoding path
+//! serves three engines and every column type, and money never passes through a float.
+
+mod catalog;
+mod mysql;
+mod postgres;
+mod sqlite;
+mod url;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sqlx::{Connection, Row};
+
+pub use self::catalog::{Column, ColumnKind, Generated, TableInfo, TableRef, UniqueKey, kind_of};
+pub use self::url::{WarehouseUrl, redact};
+
+/// One row of a query whose every column was cast to text.
+pub type TextRow = Vec<Option<String>>;
+
+/// The engines natkey connects to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    Postgres,
+    #[serde(rename = "mysql")]
+    MySql,
+    Sqlite,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Postgres => "postgres",
+            Engine::MySql => "mysql",
+            Engine::Sqlite => "sqlite",
+        }
+    }
+
+    /// Quotes an identifier for this engine. **Invariant:** this is the only function that turns
+    /// a name into SQL text; every schema, table and column name goes through it.
+    pub fn quote_ident(self, ident: &str) -> String {
+        match self {
+            Engine::Postgres | Engine::Sqlite => format!("\"{}\"", ident.replace('"', "\"\"")),
+            Engine::MySql => format!("`{}`", ident.replace('`', "``")),
+        }
+    }
+
+    /// `"schema"."table"`, quoted.
+    pub fn qualified(self, table: &TableRef) -> String {
+        format!(
+            "{}.{}",
+            self.quote_ident(&table.schema),
+            self.quote_ident(&table.name)
+        )
+    }
+
+    /// The bind placeholder for the `n`th (1-based) parameter.
+    pub fn placeholder(self, n: usize) -> String {
+        match self {
+            Engine::Postgres => format!("${n}"),
+            Engine::MySql | Engine::Sqlite => "?".to_string(),
+        }
+    }
+
+    /// `CAST(expr AS <text type>)`.
+    pub fn to_text(self, expr: &str) -> String {
+        match self {
+            Engine::Postgres | Engine::Sqlite => format!("CAST({expr} AS TEXT)"),
+            Engine::MySql => format!("CAST({expr} AS CHAR)"),
+        }
+    }
+
+    /// The calendar day of a date or timestamp expression.
+    pub fn to_day(self, expr: &str) -> String {
+        match self {
+            Engine::Postgres | Engine::MySql => format!("CAST({expr} AS DATE)"),
+            Engine::Sqlite => format!("date({expr})"),
+        }
+    }
+
+    /// A JSON array of the expressions, as text: used to carry a composite key value out of an
+    /// aggregate and back into a query without losing its type.
+    pub fn json_array(self, exprs: &[String]) -> String {
+        let list = exprs.join(", ");
+        match self {
+            Engine::Postgres => format!("CAST(json_build_array({list}) AS TEXT)"),
+            Engine::MySql => format!("CAST(JSON_ARRAY({list}) AS CHAR)"),
+            Engine::Sqlite => format!("json_array({list})"),
+        }
+    }
+
+    /// A NULL-safe equality between a column and a text parameter, with the parameter cast to
+    /// the column's type where the engine needs it.
+    pub fn null_safe_eq(self, column_sql: &str, data_type: &str, param: &str) -> String {
+        match self {
+            Engine::Postgres => {
+                format!("{column_sql} IS NOT DISTINCT FROM CAST({param} AS {data_type})")
+            }
+            Engine::MySql => format!("{column_sql} <=> {param}"),
+            Engine::Sqlite => format!("{column_sql} IS {param}"),
+        }
+    }
+}
+
+/// SQL text built by natkey for a warehouse. **Invariant:** it is assembled only from
+/// natkey's own fixed fragments and identifiers passed through [`Engine::quote_ident`];
+/// values go in as bind parameters. Executing it is the one place that asserts this to sqlx.
+#[derive(Debug, Clone)]
+pub struct WarehouseSql(String);
+
+impl WarehouseSql {
+    pub fn new(text: String) -> Self {
+        WarehouseSql(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WarehouseError {
+    #[error("invalid warehouse URL {url}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("connecting to warehouse {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error("{context}: {message}")]
+    Query { context: String, message: String },
+}
+
+impl WarehouseError {
+    pub fn query(context: impl Into<String>, err: &sqlx::Error) -> Self {
+        WarehouseError::Query {
+            context: context.into(),
+            message: describe_sqlx_error(err),
+        }
+    }
+}
+
+/// sqlx's messages, shortened to what a person needs.
+pub fn describe_sqlx_error(err: &sqlx::Error) -> String {
+    match err {
+        sqlx::Error::Database(db) => db.message().to_string(),
+        sqlx::Error::Io(io) => io.to_string(),
+        sqlx::Error::PoolTimedOut => "timed out waiting for a connection".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Settings for the sessions natkey opens.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    pub statement_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// PostgreSQL `work_mem` for natkey's own aggregates (`SET LOCAL` in its read-only
+    /// transaction), so a GROUP BY over millions of keys hashes in memory instead of spilling.
+    pub work_mem: String,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings {
+            statement_timeout: Duration::from_secs(600),
+            connect_timeout: Duration::from_secs(15),
+            work_mem: "256MB".to_string(),
+        }
+    }
+}
+
+enum Conn {
+    Postgres(sqlx::PgConnection),
+    MySql(sqlx::MySqlConnection),
+    Sqlite(sqlx::SqliteConnection),
+}
+
+/// A read-only session on one warehouse.
+///
+/// **Invariant:** the session is read-only before natkey sends its first query: PostgreSQL
+/// `default_transaction_read_only=on` (and every query in a `READ ONLY` transaction), MySQL/MariaDB
+/// `SET SESSION TRANSACTION READ ONLY`, SQLite `mode=ro`. natkey never writes to a warehouse.
+pub struct Warehouse {
+    url: WarehouseUrl,
+    conn: Conn,
+    settings: SessionSettings,
+    server_version: String,
+}
+
+impl Warehouse {
+    /// Opens a read-only session. Errors name the warehouse (password redacted) and the cause.
+    pub async fn connect(
+        url: &WarehouseUrl,
+        settings: SessionSettings,
+    ) -> Result<Warehouse, WarehouseError> {
+        let fail = |message: String| WarehouseError::Connect {
+            url: url.redacted().to_string(),
+            message,
+        };
+        let connecting = async {
+            match url.engine() {
+                Engine::Postgres => postgres::connect(url, &settings).await.map(Conn::Postgres),
+                Engine::MySql => mysql::connect(url, &settings).await.map(Conn::MySql),
+                Engine::Sqlite => sqlite::connect(url).await.map(Conn::Sqlite),
+            }
+        };
+        let conn = match tokio::time::timeout(settings.connect_timeout, connecting).await {
+            Err(_) => {
+                return Err(fail(format!(
+                    "no answer within {}s",
+                    settings.connect_timeout.as_secs()
+                )));
+            }
+            Ok(Err(ConnectFailure::Message(m))) => return Err(fail(m)),
+            Ok(Err(ConnectFailure::Sqlx(e))) => return Err(fail(describe_sqlx_error(&e))),
+            Ok(Ok(conn)) => conn,
+        };
+        let mut warehouse = Warehouse {
+            url: url.clone(),
+            conn,
+            settings,
+            server_version: String::new(),
+        };
+        let version_sql = match url.engine() {
+            Engine::Postgres => "SELECT current_setting('server_version_num')",
+            Engine::MySql => "SELECT VERSION()",
+            Engine::Sqlite => "SELECT sqlite_version()",
+        };
+        let rows = warehouse
+            .query(&WarehouseSql::new(version_sql.to_string()), &[])
+            .await
+            .map_err(|e| fail(describe_sqlx_error(&e)))?;
+        warehouse.server_version = rows
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next().flatten())
+            .unwrap_or_default();
+        if url.engine() == Engine::MySql {
+            mysql::set_statement_timeout(&mut warehouse)
+                .await
+                .map_err(|e| fail(describe_sqlx_error(&e)))?;
+        }
+        Ok(warehouse)
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.url.engine()
+    }
+
+    pub fn url(&self) -> &WarehouseUrl {
+        &self.url
+    }
+
+    pub fn settings(&self) -> &SessionSettings {
+        &self.settings
+    }
+
+    /// `server_version_num` on PostgreSQL, `VERSION()` on MySQL, `sqlite_version()` on SQLite.
+    pub fn server_version(&self) -> &str {
+        &self.server_version
+    }
+
+    /// Runs one statement and returns its rows with every column decoded as text. Statements
+    /// must cast their columns to text themselves ([`Engine::to_text`]).
+    pub async fn query(
+        &mut self,
+        sql: &WarehouseSql,
+        binds: &[Option<String>],
+    ) -> Result<Vec<TextRow>, sqlx::Error> {
+        self.run(sql, binds, false).await
+    }
+
+    /// Like [`Warehouse::query`], for natkey's large aggregates: on PostgreSQL the statement runs
+    /// in a read-only transaction with `work_mem` raised for it alone.
+    pub async fn query_heavy(
+        &mut self,
+        sql: &WarehouseSql,
+        binds: &[Option<String>],
+    ) -> Result<Vec<TextRow>, sqlx::Error> {
+        self.run(sql, binds, true).await
+    }
+
+    async fn run(
+        &mut self,
+        sql: &WarehouseSql,
+        binds: &[Option<String>],
+        heavy: bool,
+    ) -> Result<Vec<TextRow>, sqlx::Error> {
+        // The text was built from quoted identifiers and natkey's own fragments (see WarehouseSql).
+        let text = sqlx::AssertSqlSafe(sql.0.clone());
+        match &mut self.conn {
+            Conn::Postgres(conn) => {
+                let mut tx = conn.begin_with("BEGIN READ ONLY").await?;
+                if heavy {
+                    let work_mem = postgres::setting_literal(&self.settings.work_mem);
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "SET LOCAL work_mem = {work_mem}; SET LOCAL jit = off"
+                    )))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let mut query = sqlx::query(text);
+                for b in binds {
+                    query = query.bind(b.clone());
+                }
+                let rows = query.fetch_all(&mut *tx).await?;
+                tx.rollback().await?;
+                rows.iter().map(text_row).collect()
+            }
+            Conn::MySql(conn) => {
+                let mut query = sqlx::query(text);
+                for b in binds {
+                    query = query.bind(b.clone());
+                }
+                let rows = query.fetch_all(&mut *conn).await?;
+                rows.iter().map(text_row).collect()
+            }
+            Conn::Sqlite(conn) => {
+                let mut query = sqlx::query(text);
+                for b in binds {
+                    query = query.bind(b.clone());
+                }
+                let rows = query.fetch_all(&mut *conn).await?;
+                rows.iter().map(text_row).collect()
+            }
+        }
+    }
+
+    /// Every base table in the given schemas (all non-system schemas when empty). Partitioned
+    /// PostgreSQL tables appear once, as the parent; their partitions do not.
+    pub async fn list_tables(
+        &mut self,
+        schemas: &[String],
+    ) -> Result<Vec<TableRef>, WarehouseError> {
+        let result = match self.engine() {
+            Engine::Postgres => postgres::list_tables(self, schemas).await,
+            Engine::MySql => mysql::list_tables(self, schemas).await,
+            Engine::Sqlite => sqlite::list_tables(self, schemas).await,
+        };
+        result.map_err(|e| WarehouseError::query("listing tables", &e))
+    }
+
+    /// Columns, defaults and unique keys of one table.
+    pub async fn describe(&mut self, table: &TableRef) -> Result<TableInfo, WarehouseError> {
+        let result = match self.engine() {
+            Engine::Postgres => postgres::describe(self, table).await,
+            Engine::MySql => mysql::describe(self, table).await,
+            Engine::Sqlite => sqlite::describe(self, table).await,
+        };
+        result.map_err(|e| WarehouseError::query(format!("reading the catalog of {table}"), &e))
+    }
+
+    /// Views that read the table, as `schema.view`.
+    pub async fn downstream(&mut self, table: &TableRef) -> Result<Vec<String>, WarehouseError> {
+        let result = match self.engine() {
+            Engine::Postgres => postgres::downstream(self, table).await,
+            Engine::MySql => mysql::downstream(self, table).await,
+            Engine::Sqlite => sqlite::downstream(self, table).await,
+        };
+        result.map_err(|e| WarehouseError::query(format!("finding views that read {table}"), &e))
+    }
+}
+
+pub(crate) enum ConnectFailure {
+    Message(String),
+    Sqlx(sqlx::Error),
+}
+
+impl From<sqlx::Error> for ConnectFailure {
+    fn from(e: sqlx::Error) -> Self {
+        ConnectFailure::Sqlx(e)
+    }
+}
+
+fn text_row<R>(row: &R) -> Result<TextRow, sqlx::Error>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<Vec<u8>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    (0..row.columns().len())
+        .map(|i| match row.try_get::<Option<String>, _>(i) {
+            Ok(v) => Ok(v),
+            // Some catalog columns come back as binary strings (MySQL); their bytes are text.
+            Err(first) => match row.try_get_unchecked::<Option<Vec<u8>>, _>(i) {
+                Ok(bytes) => Ok(bytes.map(|b| String::from_utf8_lossy(&b).into_owned())),
+                Err(_) => Err(first),
+            },
+        })
+        .collect()
+}
+
+/// The text of the first column of the first row, if any.
+pub(crate) fn first_text(rows: Vec<TextRow>) -> Option<String> {
+    rows.into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next().flatten())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_identifiers_are_quoted_for_each_engine() {
+        let name = r#"Weird "Table" <script>`x`; DROP"#;
+        assert_eq!(
+            Engine::Postgres.quote_ident(name),
+            r#""Weird ""Table"" <script>`x`; DROP""#
+        );
+        assert_eq!(
+            Engine::Sqlite.quote_ident(name),
+            r#""Weird ""Table"" <script>`x`; DROP""#
+        );
+        assert_eq!(
+            Engine::MySql.quote_ident(name),
+            r#"`Weird "Table" <script>``x``; DROP`"#
+        );
+    }
+}
