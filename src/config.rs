@@ -25,7 +25,7 @@ pub struct AuditSettings {
     pub sample_rows: Option<usize>,
     /// Statement timeout for every query natkey runs (default 600).
     pub statement_timeout_secs: Option<u64>,
-    /// PostgreSQL `work_mem` for natkey's aggregates (default `256MB`).
+    /// PostgreSQL `work_mem` for natkey's aggregates (default `512MB`).
     pub work_mem: Option<String>,
 }
 

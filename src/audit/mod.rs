@@ -243,7 +243,7 @@ async fn fill_table_report(
             return Ok(());
         }
         Resolution::Known(key) => {
-            let figures = scan(wh, &ctx, &key.columns, report).await?;
+            let figures = scan(wh, &ctx, &key.columns, false, report).await?;
             (key, figures)
         }
         Resolution::Inferred(candidates) => {
@@ -285,12 +285,12 @@ async fn fill_table_report(
                 &rule,
                 &roles.surrogate_key,
             ) {
-                Some(sql) => {
+                Some(query) => {
                     let rows = wh
-                        .query_heavy(&sql, &[])
+                        .query_heavy(&query.sql, &[])
                         .await
                         .map_err(|e| query_error("computing the survivor overcount", &e))?;
-                    Some(scan::parse_survivor(&rows, measures.len()).map_err(|e| e.to_string())?)
+                    Some(query.parse(&rows).map_err(|e| e.to_string())?)
                 }
                 None => None,
             }
@@ -404,6 +404,7 @@ async fn scan(
     wh: &mut Warehouse,
     ctx: &TableContext<'_>,
     key: &[String],
+    inferred: bool,
     report: &mut TableReport,
 ) -> Result<ScanFigures, String> {
     let measures = keys::measures(ctx.info, ctx.roles, key, ctx.config);
@@ -413,22 +414,51 @@ async fn scan(
         .payload
         .iter()
         .filter(|c| !key.contains(c))
-        .filter_map(|c| ctx.info.column(c).map(|col| (col.name.as_str(), col.kind)))
+        .filter_map(|c| ctx.info.column(c))
+        .map(|col| scan::Compared {
+            name: &col.name,
+            kind: col.kind,
+            nullable: col.nullable,
+        })
         .collect();
-    let sql = scan::scan_sql(&ScanSpec {
+    let mut spec = ScanSpec {
         engine: wh.engine(),
         info: ctx.info,
         key,
         compared,
         measures: &measures,
         day_column: day_column.as_deref(),
-    });
-    let rows = wh
-        .query_heavy(&sql, &[])
+        exact_only: true,
+    };
+    let queries = scan::scan_queries(&spec);
+    let duplicates = wh
+        .query_heavy(&queries.duplicates, &[])
         .await
         .map_err(|e| query_error("running the duplicate scan", &e))?;
+    let totals = wh
+        .query_heavy(&queries.totals, &[])
+        .await
+        .map_err(|e| query_error("adding up the table's totals", &e))?;
+    let mut figures =
+        scan::parse_scan(&queries, &duplicates, &totals, &measures).map_err(|e| e.to_string())?;
+    if queries.exact_only && figures.conflicting_groups() > 0 && !measures.is_empty() {
+        // Conflicting groups need per-group sums for the overcount range: scan again with them.
+        // (Inferred keys skip this: a conflict rejects the candidate.)
+        if inferred {
+            report.day_column = day_column;
+            return Ok(figures);
+        }
+        spec.exact_only = false;
+        let queries = scan::scan_queries(&spec);
+        let duplicates = wh
+            .query_heavy(&queries.duplicates, &[])
+            .await
+            .map_err(|e| query_error("running the duplicate scan", &e))?;
+        figures = scan::parse_scan(&queries, &duplicates, &totals, &measures)
+            .map_err(|e| e.to_string())?;
+    }
     report.day_column = day_column;
-    scan::parse_scan(&rows, &measures).map_err(|e| e.to_string())
+    Ok(figures)
 }
 
 /// Scans with the inferred candidates in turn and keeps the first the whole table confirms: no
@@ -442,7 +472,7 @@ async fn confirm_inferred(
     const MAX_TRIES: usize = 3;
     let mut rejected: Vec<String> = Vec::new();
     for (i, candidate) in candidates.iter().enumerate().take(MAX_TRIES) {
-        let figures = scan(wh, ctx, &candidate.columns, report).await?;
+        let figures = scan(wh, ctx, &candidate.columns, true, report).await?;
         if figures.conflicting_groups() == 0 {
             let key = NaturalKey {
                 columns: candidate.columns.clone(),
@@ -497,7 +527,7 @@ async fn sample_groups(
         keys.len() * ROWS_PER_GROUP * 4,
     );
     let rows = wh
-        .query(&sql, &scan::sample_binds(&keys))
+        .query_heavy(&sql, &scan::sample_binds(&keys))
         .await
         .map_err(|e| query_error("fetching sample duplicate groups", &e))?;
     let mut by_key: HashMap<String, Vec<Vec<Option<String>>>> = HashMap::new();

@@ -158,7 +158,7 @@ pub struct SessionSettings {
     pub statement_timeout: Duration,
     pub connect_timeout: Duration,
     /// PostgreSQL `work_mem` for natkey's own aggregates (`SET LOCAL` in its read-only
-    /// transaction), so a GROUP BY over millions of keys hashes in memory instead of spilling.
+    /// transaction), so the scan sorts millions of keys in memory instead of on disk.
     pub work_mem: String,
 }
 
@@ -167,7 +167,7 @@ impl Default for SessionSettings {
         SessionSettings {
             statement_timeout: Duration::from_secs(600),
             connect_timeout: Duration::from_secs(15),
-            work_mem: "256MB".to_string(),
+            work_mem: "512MB".to_string(),
         }
     }
 }
@@ -273,8 +273,9 @@ impl Warehouse {
         self.run(sql, binds, false).await
     }
 
-    /// Like [`Warehouse::query`], for natkey's large aggregates: on PostgreSQL the statement runs
-    /// in a read-only transaction with `work_mem` raised for it alone.
+    /// Like [`Warehouse::query`], for natkey's scans of whole tables: on PostgreSQL the
+    /// statement runs with `work_mem` raised and parallel workers made cheap, for it alone
+    /// (`SET LOCAL`): the scan sorts in memory and splits the sort across the server's cores.
     pub async fn query_heavy(
         &mut self,
         sql: &WarehouseSql,
@@ -297,7 +298,8 @@ impl Warehouse {
                 if heavy {
                     let work_mem = postgres::setting_literal(&self.settings.work_mem);
                     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                        "SET LOCAL work_mem = {work_mem}; SET LOCAL jit = off"
+                        "SET LOCAL work_mem = {work_mem}; \
+                         SET LOCAL parallel_setup_cost = 0; SET LOCAL parallel_tuple_cost = 0"
                     )))
                     .execute(&mut *tx)
                     .await?;

@@ -1,0 +1,264 @@
+//! Audits of SQLite warehouses (schema `main`).
+
+use crate::checks;
+use crate::common::{TestDb, assert_envelope, natkey, set_of, strings, table, table_set};
+use crate::fixtures::{self, Surrogate};
+
+#[tokio::test]
+async fn sqlite_audit_reports_retried_days_as_exact_duplicates() {
+    let db = TestDb::sqlite().await;
+    let (sql, e) = fixtures::daily_orders(
+        &db,
+        "",
+        "daily_orders",
+        Surrogate::Default,
+        &fixtures::standard_copies,
+    );
+    db.exec(&sql).await;
+    db.exec(&fixtures::revenue_view(
+        &db,
+        "",
+        "daily_revenue_v",
+        "daily_orders",
+    ))
+    .await;
+    let report = db.report(&[], 1);
+    assert_envelope(&report, &["sqlite"]);
+    assert_eq!(
+        table_set(&report),
+        set_of(&[("main", "daily_orders")]),
+        "only the base table is audited; the view is downstream"
+    );
+    let t = table(&report, "main", "daily_orders");
+    checks::daily_orders(t, &e);
+    let downstream = strings(&t["downstream"]);
+    assert!(
+        downstream.iter().any(|v| v == "main.daily_revenue_v"),
+        "downstream {downstream:?} should name the view main.daily_revenue_v"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_audit_reports_a_reloaded_batch_by_event_id() {
+    let db = TestDb::sqlite().await;
+    let (sql, e) = fixtures::customer_events(&db, "", "customer_events");
+    db.exec(&sql).await;
+    let report = db.report(&[], 1);
+    assert_envelope(&report, &["sqlite"]);
+    checks::customer_events(table(&report, "main", "customer_events"), &e);
+}
+
+#[tokio::test]
+async fn sqlite_audit_prices_conflicting_summary_rows_with_the_configured_key() {
+    let db = TestDb::sqlite().await;
+    let (sql, e) = fixtures::revenue_summary(&db, "", "daily_revenue_summary", false);
+    db.exec(&sql).await;
+    let config = db.write_file(
+        "audit.toml",
+        &fixtures::revenue_summary_config("main.daily_revenue_summary", "gross_cents"),
+    );
+    let report = db.report(&["--config", &config], 1);
+    assert_envelope(&report, &["sqlite"]);
+    checks::revenue_summary(
+        table(&report, "main", "daily_revenue_summary"),
+        &e,
+        "gross_cents",
+    );
+}
+
+#[tokio::test]
+async fn sqlite_audit_exits_zero_for_an_enforced_dimension_and_a_clean_history() {
+    let db = TestDb::sqlite().await;
+    db.exec(&fixtures::currencies(&db, "")).await;
+    let (sql, rows) = fixtures::order_status_history(&db, "");
+    db.exec(&sql).await;
+    let report = db.report(&[], 0);
+    assert_envelope(&report, &["sqlite"]);
+    assert_eq!(report["summary"]["with_duplicates"], 0);
+    checks::enforced(table(&report, "main", "currencies"), &["code"]);
+    checks::history(table(&report, "main", "order_status_history"), &rows);
+}
+
+#[tokio::test]
+async fn sqlite_audit_round_trips_hostile_table_and_column_names() {
+    let db = TestDb::sqlite().await;
+    let (sql, e) = fixtures::hostile(&db);
+    db.exec(&sql).await;
+    let report = db.report(&[], 1);
+    assert_envelope(&report, &["sqlite"]);
+    assert_eq!(
+        table_set(&report),
+        set_of(&[("main", fixtures::HOSTILE_TABLE)])
+    );
+    checks::hostile(
+        table(&report, "main", fixtures::HOSTILE_TABLE),
+        &e,
+        fixtures::HOSTILE_KEY,
+        fixtures::hostile_amount(&db),
+    );
+}
+
+#[tokio::test]
+async fn sqlite_audit_scans_a_nullable_unique_key_and_counts_null_groups() {
+    let db = TestDb::sqlite().await;
+    let (sql, e) = fixtures::nullable_unique(&db, "", "account_regions", false);
+    db.exec(&sql).await;
+    let report = db.report(&[], 1);
+    checks::nullable(table(&report, "main", "account_regions"), &e);
+}
+
+#[tokio::test]
+async fn sqlite_audit_reports_a_declared_natural_key_next_to_a_rowid_as_enforced() {
+    let db = TestDb::sqlite().await;
+    db.exec(&fixtures::enforced_order_lines(&db, "", "order_lines"))
+        .await;
+    let report = db.report(&[], 0);
+    checks::enforced(
+        table(&report, "main", "order_lines"),
+        &["order_id", "line_item_id"],
+    );
+}
+
+#[tokio::test]
+async fn sqlite_audit_reports_a_free_text_log_as_no_key() {
+    let db = TestDb::sqlite().await;
+    db.exec(&fixtures::app_log(&db, "")).await;
+    let report = db.report(&[], 0);
+    checks::no_key(table(&report, "main", "app_log"));
+}
+
+#[tokio::test]
+async fn sqlite_audit_accepts_an_absolute_path() {
+    let db = TestDb::sqlite().await;
+    let (sql, e) = fixtures::customer_events(&db, "", "customer_events");
+    db.exec(&sql).await;
+    let url = format!("sqlite://{}", db.sqlite_path().display());
+    let other = crate::common::TempDir::new();
+    let run = natkey(
+        &other.0,
+        &["audit", "--warehouse", &url, "--format", "json"],
+        &[],
+    );
+    assert_eq!(run.code, 1, "{}", run.describe());
+    checks::customer_events(table(&run.json(), "main", "customer_events"), &e);
+}
+
+fn folder_snapshot(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .expect("read folder")
+        .map(|e| {
+            let e = e.expect("folder entry");
+            let bytes = std::fs::read(e.path()).unwrap_or_default();
+            (e.file_name().to_string_lossy().into_owned(), bytes)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn sqlite_audit_leaves_the_database_file_byte_for_byte_unchanged() {
+    let db = TestDb::sqlite().await;
+    let (s1, e1) = fixtures::daily_orders(
+        &db,
+        "",
+        "daily_orders",
+        Surrogate::Default,
+        &fixtures::standard_copies,
+    );
+    let (s3, e3) = fixtures::revenue_summary(&db, "", "daily_revenue_summary", false);
+    let (s5, _) = fixtures::order_status_history(&db, "");
+    db.exec(
+        &[
+            s1,
+            fixtures::revenue_view(&db, "", "daily_revenue_v", "daily_orders"),
+            s3,
+            fixtures::currencies(&db, ""),
+            s5,
+            fixtures::app_log(&db, ""),
+        ]
+        .concat(),
+    )
+    .await;
+    db.write_file(
+        "natkey.toml",
+        &fixtures::revenue_summary_config("daily_revenue_summary", "gross_cents"),
+    );
+    let before = folder_snapshot(&db.dir);
+    let report = db.report(&[], 1);
+    let after = folder_snapshot(&db.dir);
+    let names = |s: &[(String, Vec<u8>)]| s.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&before), names(&after), "files appeared or vanished");
+    assert!(before == after, "the audit changed the database file");
+    assert_envelope(&report, &["sqlite"]);
+    assert_eq!(
+        table_set(&report),
+        set_of(&[
+            ("main", "daily_orders"),
+            ("main", "daily_revenue_summary"),
+            ("main", "currencies"),
+            ("main", "order_status_history"),
+            ("main", "app_log"),
+        ])
+    );
+    assert_eq!(report["summary"]["with_duplicates"], 2);
+    assert_eq!(report["summary"]["excess_rows"], e1.excess + e3.excess);
+    checks::revenue_summary(
+        table(&report, "main", "daily_revenue_summary"),
+        &e3,
+        "gross_cents",
+    );
+}
+
+#[tokio::test]
+async fn sqlite_audit_keeps_elt_tool_columns_out_of_the_payload() {
+    let db = TestDb::sqlite().await;
+    let (sql, e) = fixtures::elt_charges(&db, "", "stripe_charges");
+    db.exec(&sql).await;
+    let report = db.report(&[], 1);
+    checks::elt_charges(table(&report, "main", "stripe_charges"), &e);
+}
+
+#[tokio::test]
+async fn sqlite_audit_reports_amounts_beyond_64_bits_as_exact_decimal_strings() {
+    let db = TestDb::sqlite().await;
+    let (sql, e) = fixtures::big_ledger(&db, "");
+    db.exec(&sql).await;
+    let report = db.report(&[], 1);
+    checks::big_ledger(table(&report, "main", "big_ledger"), &e);
+}
+
+#[tokio::test]
+async fn sqlite_audit_skips_internal_tables_and_enforces_a_without_rowid_key() {
+    let db = TestDb::sqlite().await;
+    let (sql, e) = fixtures::retried_events_behind(
+        &db,
+        "",
+        "events_auto",
+        "INTEGER PRIMARY KEY AUTOINCREMENT",
+    );
+    db.exec(&sql).await;
+    db.exec(
+        "CREATE TABLE regions (code text PRIMARY KEY, name text NOT NULL) WITHOUT ROWID;
+         INSERT INTO regions VALUES ('eu', 'Europe'), ('us', 'United States'), ('apac', 'Asia Pacific');",
+    )
+    .await;
+    // Self-check: AUTOINCREMENT made SQLite create its internal sqlite_sequence table.
+    let n = db
+        .scalar_text(
+            "SELECT CAST(count(*) AS TEXT) FROM sqlite_master WHERE name = 'sqlite_sequence'",
+        )
+        .await;
+    assert_eq!(n.as_deref(), Some("1"));
+    let report = db.report(&[], 1);
+    assert_eq!(
+        table_set(&report),
+        set_of(&[("main", "events_auto"), ("main", "regions")]),
+        "SQLite's internal tables are not audited"
+    );
+    let t = table(&report, "main", "events_auto");
+    assert_eq!(strings(&t["surrogate_key"]), ["sk"]);
+    assert_eq!(strings(&t["natural_key"]["columns"]), ["event_id"]);
+    crate::expect::assert_figures(t, &e);
+    checks::enforced(table(&report, "main", "regions"), &["code"]);
+}
