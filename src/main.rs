@@ -1,16 +1,11 @@
-//! The `natkey` command line: parses arguments and calls the library. Nothing else.
+//! The `natkey` command line: parses arguments and calls the library. Each subcommand's
+//! glue (progress, output format, exit code) lives in `cli/`.
 
-use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+mod cli;
+
 use std::process::ExitCode;
-use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
-
-use natkey::audit::report::{Report, Status, render_text};
-use natkey::audit::{self, AuditOptions, Progress};
-use natkey::config::{Config, TableName};
-use natkey::warehouse::{SessionSettings, Warehouse, WarehouseUrl};
+use clap::{Parser, Subcommand};
 
 /// Finds tables whose natural-key groups hold more than one row (the mark of a retried,
 /// non-idempotent load task) and prices the double-counting.
@@ -26,54 +21,9 @@ enum Command {
     /// Audit a warehouse for natural-key duplicates.
     ///
     /// Exit code: 0 no duplicates, 1 duplicates found, 2 error.
-    Audit(AuditArgs),
+    Audit(cli::audit::AuditArgs),
     /// Create the embedded SQLite demo warehouse, audit it and print the report.
-    Demo(DemoArgs),
-}
-
-#[derive(clap::Args)]
-struct AuditArgs {
-    /// postgres://USER@HOST:PORT/DB, mysql://USER@HOST:PORT/DB or sqlite://PATH.
-    #[arg(long, env = "NATKEY_WAREHOUSE_URL", hide_env_values = true)]
-    warehouse: String,
-    /// natkey.toml (default: ./natkey.toml when it exists).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Audit only this schema (repeatable).
-    #[arg(long = "schema", value_name = "NAME")]
-    schemas: Vec<String>,
-    /// Audit only this table: `table` or `schema.table` (repeatable).
-    #[arg(long = "table", value_name = "NAME", value_parser = parse_table_name)]
-    tables: Vec<TableName>,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    format: Format,
-    /// Rows profiled per table for key inference [default: 20000, or natkey.toml].
-    #[arg(long)]
-    sample_rows: Option<usize>,
-    /// Statement timeout in seconds for every query [default: 600, or natkey.toml].
-    #[arg(long, value_name = "SECS")]
-    statement_timeout: Option<u64>,
-}
-
-#[derive(clap::Args)]
-struct DemoArgs {
-    /// Folder for the demo warehouse.
-    #[arg(long, default_value = "natkey-data")]
-    data_dir: PathBuf,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    format: Format,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Format {
-    /// A readable table, worst table first.
-    Table,
-    /// The JSON report (natkey_report 1).
-    Json,
-}
-
-fn parse_table_name(text: &str) -> Result<TableName, String> {
-    text.parse()
+    Demo(cli::audit::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -96,8 +46,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Audit(args) => audit_command(args).await,
-            Command::Demo(args) => demo_command(args).await,
+            Command::Audit(args) => cli::audit::audit(args).await,
+            Command::Demo(args) => cli::audit::demo(args).await,
         }
     });
     match result {
@@ -109,146 +59,4 @@ fn main() -> ExitCode {
 fn fail(message: &str) -> ExitCode {
     eprintln!("natkey: error: {message}");
     ExitCode::from(2)
-}
-
-async fn audit_command(args: AuditArgs) -> Result<ExitCode, String> {
-    let url = WarehouseUrl::parse(&args.warehouse).map_err(|e| e.to_string())?;
-    let config = match &args.config {
-        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
-        None if Path::new("natkey.toml").is_file() => {
-            Config::load(Path::new("natkey.toml")).map_err(|e| e.to_string())?
-        }
-        None => Config::default(),
-    };
-    let mut settings = SessionSettings::default();
-    if let Some(secs) = args
-        .statement_timeout
-        .or(config.audit.statement_timeout_secs)
-    {
-        settings.statement_timeout = Duration::from_secs(secs.max(1));
-    }
-    if let Some(work_mem) = &config.audit.work_mem {
-        settings.work_mem = work_mem.clone();
-    }
-    let options = AuditOptions {
-        schemas: args.schemas,
-        tables: args.tables,
-        sample_rows: args
-            .sample_rows
-            .or(config.audit.sample_rows)
-            .unwrap_or(20_000)
-            .max(2),
-        ..AuditOptions::default()
-    };
-    eprintln!("natkey: auditing {url}");
-    let mut warehouse = Warehouse::connect(&url, settings)
-        .await
-        .map_err(|e| e.to_string())?;
-    let report = audit::run(&mut warehouse, &config, &options, &mut print_progress)
-        .await
-        .map_err(|e| e.to_string())?;
-    print_report(&report, args.format)?;
-    Ok(exit_code(&report))
-}
-
-async fn demo_command(args: DemoArgs) -> Result<ExitCode, String> {
-    std::fs::create_dir_all(&args.data_dir)
-        .map_err(|e| format!("creating {}: {e}", args.data_dir.display()))?;
-    let path = args.data_dir.join("demo-warehouse.sqlite");
-    eprintln!("natkey: creating the demo warehouse {}", path.display());
-    natkey::demo::create_demo_warehouse(&path)
-        .await
-        .map_err(|e| format!("creating the demo warehouse {}: {e}", path.display()))?;
-    let config = Config::parse(natkey::demo::DEMO_CONFIG, Path::new("demo natkey.toml"))
-        .map_err(|e| e.to_string())?;
-    let url =
-        WarehouseUrl::parse(&format!("sqlite://{}", path.display())).map_err(|e| e.to_string())?;
-    let mut warehouse = Warehouse::connect(&url, SessionSettings::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    let report = audit::run(
-        &mut warehouse,
-        &config,
-        &AuditOptions::default(),
-        &mut print_progress,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    print_report(&report, args.format)?;
-    if matches!(args.format, Format::Table) {
-        println!(
-            "\nThe demo warehouse is {}; audit it yourself with\n  natkey audit --warehouse sqlite://{}",
-            path.display(),
-            path.display()
-        );
-    }
-    // The demo finding duplicates is the point, not a failure.
-    Ok(ExitCode::SUCCESS)
-}
-
-fn print_progress(event: Progress) {
-    let mut err = std::io::stderr().lock();
-    let _ = match event {
-        Progress::Warning(message) => writeln!(err, "natkey: warning: {message}"),
-        Progress::Started {
-            index,
-            total,
-            table,
-        } if err.is_terminal() => write!(
-            err,
-            "\r\x1b[2K[{index}/{total}] {} ...",
-            natkey::audit::report::printable(&table.to_string())
-        ),
-        Progress::Started { .. } => Ok(()),
-        Progress::Finished {
-            index,
-            total,
-            report,
-        } => {
-            let clear = if err.is_terminal() { "\r\x1b[2K" } else { "" };
-            let what = match report.status {
-                Status::Duplicates => format!(
-                    "{} duplicate groups, {} excess rows",
-                    report.duplicate_groups.unwrap_or(0),
-                    report.excess_rows.unwrap_or(0)
-                ),
-                Status::Error | Status::NoKey => format!(
-                    "{}: {}",
-                    report.status.label(),
-                    report.message.as_deref().unwrap_or("")
-                ),
-                other => other.label().to_string(),
-            };
-            writeln!(
-                err,
-                "{clear}[{index}/{total}] {}.{}: {} ({:.1}s)",
-                natkey::audit::report::printable(&report.schema),
-                natkey::audit::report::printable(&report.name),
-                natkey::audit::report::printable(&what),
-                report.elapsed_ms as f64 / 1000.0
-            )
-        }
-    };
-}
-
-fn print_report(report: &Report, format: Format) -> Result<(), String> {
-    let text = match format {
-        Format::Json => serde_json::to_string_pretty(report).map_err(|e| e.to_string())? + "\n",
-        Format::Table => render_text(report),
-    };
-    let mut out = std::io::stdout().lock();
-    // A closed pipe (`natkey audit | head`) is not worth a panic.
-    let _ = out.write_all(text.as_bytes());
-    let _ = out.flush();
-    Ok(())
-}
-
-fn exit_code(report: &Report) -> ExitCode {
-    if report.tables.iter().any(|t| t.status == Status::Error) {
-        ExitCode::from(2)
-    } else if report.tables.iter().any(|t| t.status == Status::Duplicates) {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    }
 }
