@@ -75,8 +75,27 @@ pub async fn run(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Report, AuditError> {
     let started_at = now();
-    let all = warehouse.list_tables(&options.schemas).await?;
-    let tables = select_tables(&all, options)?;
+    let listing = warehouse.list_tables(&options.schemas).await?;
+    let all = listing.tables;
+    if !listing.unreadable.is_empty() {
+        let named: Vec<String> = listing
+            .unreadable
+            .iter()
+            .take(5)
+            .map(ToString::to_string)
+            .collect();
+        progress(Progress::Warning(format!(
+            "skipping {} table(s) this role may not SELECT from: {}{}",
+            listing.unreadable.len(),
+            named.join(", "),
+            if listing.unreadable.len() > 5 {
+                ", ..."
+            } else {
+                ""
+            }
+        )));
+    }
+    let tables = select_tables(&all, &listing.unreadable, options)?;
     if options.tables.is_empty() {
         for entry in &config.tables {
             if options.schemas.is_empty() && !all.iter().any(|t| entry.name.matches(t)) {
@@ -144,9 +163,26 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-fn select_tables(all: &[TableRef], options: &AuditOptions) -> Result<Vec<TableRef>, AuditError> {
+fn select_tables(
+    all: &[TableRef],
+    unreadable: &[TableRef],
+    options: &AuditOptions,
+) -> Result<Vec<TableRef>, AuditError> {
     if options.tables.is_empty() {
         return Ok(all.to_vec());
+    }
+    let forbidden: Vec<String> = options
+        .tables
+        .iter()
+        .filter(|name| !all.iter().any(|t| name.matches(t)))
+        .filter(|name| unreadable.iter().any(|t| name.matches(t)))
+        .map(ToString::to_string)
+        .collect();
+    if !forbidden.is_empty() {
+        return Err(AuditError::UnknownTables(format!(
+            "this role may not SELECT from {}: grant it SELECT (natkey only reads)",
+            forbidden.join(", ")
+        )));
     }
     let unknown: Vec<String> = options
         .tables

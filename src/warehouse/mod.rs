@@ -331,18 +331,26 @@ impl Warehouse {
         }
     }
 
-    /// Every base table in the given schemas (all non-system schemas when empty). Partitioned
-    /// PostgreSQL tables appear once, as the parent; their partitions do not.
+    /// Every base table in the given schemas (all non-system schemas when empty) that this
+    /// session may read. Partitioned PostgreSQL tables appear once, as the parent; their
+    /// partitions do not.
     pub async fn list_tables(
         &mut self,
         schemas: &[String],
-    ) -> Result<Vec<TableRef>, WarehouseError> {
+    ) -> Result<TableListing, WarehouseError> {
         let result = match self.engine() {
             Engine::Postgres => postgres::list_tables(self, schemas).await,
-            Engine::MySql => mysql::list_tables(self, schemas).await,
-            Engine::Sqlite => sqlite::list_tables(self, schemas).await,
+            // information_schema and sqlite_master only show what the session may read.
+            Engine::MySql => mysql::list_tables(self, schemas)
+                .await
+                .map(|t| (t, Vec::new())),
+            Engine::Sqlite => sqlite::list_tables(self, schemas)
+                .await
+                .map(|t| (t, Vec::new())),
         };
-        result.map_err(|e| WarehouseError::query("listing tables", &e))
+        result
+            .map(|(tables, unreadable)| TableListing { tables, unreadable })
+            .map_err(|e| WarehouseError::query("listing tables", &e))
     }
 
     /// Columns, defaults and unique keys of one table.
@@ -364,6 +372,14 @@ impl Warehouse {
         };
         result.map_err(|e| WarehouseError::query(format!("finding views that read {table}"), &e))
     }
+}
+
+/// The tables of a warehouse as this session sees them.
+#[derive(Debug, Clone, Default)]
+pub struct TableListing {
+    pub tables: Vec<TableRef>,
+    /// Tables that exist but that this session may not SELECT from.
+    pub unreadable: Vec<TableRef>,
 }
 
 pub(crate) enum ConnectFailure {

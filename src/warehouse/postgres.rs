@@ -40,35 +40,45 @@ const TABLE_OID: &str = "(SELECT c.oid FROM pg_catalog.pg_class c \
      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
      WHERE n.nspname = $1 AND c.relname = $2)";
 
+/// Tables in the schemas (all non-system ones when empty), and separately the tables this
+/// session may not read (a read-only role often sees a subset).
 pub(super) async fn list_tables(
     wh: &mut Warehouse,
     schemas: &[String],
-) -> Result<Vec<TableRef>, sqlx::Error> {
-    // Tables the session may not read are left out (a read-only role often sees a subset).
+) -> Result<(Vec<TableRef>, Vec<TableRef>), sqlx::Error> {
     let rows = wh
         .query(
-            &sql("SELECT n.nspname::text, c.relname::text \
+            &sql("SELECT n.nspname::text, c.relname::text, \
+                        (has_schema_privilege(n.oid, 'USAGE') \
+                         AND has_table_privilege(c.oid, 'SELECT'))::text \
                  FROM pg_catalog.pg_class c \
                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
                  WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
                    AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
                    AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%' \
-                   AND has_schema_privilege(n.oid, 'USAGE') \
-                   AND has_table_privilege(c.oid, 'SELECT') \
                  ORDER BY 1, 2"),
             &[],
         )
         .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(
-            |r| match (r.first().cloned().flatten(), r.get(1).cloned().flatten()) {
-                (Some(s), Some(t)) => Some(TableRef::new(s, t)),
-                _ => None,
-            },
-        )
-        .filter(|t| schemas.is_empty() || schemas.contains(&t.schema))
-        .collect())
+    let mut readable = Vec::new();
+    let mut unreadable = Vec::new();
+    for r in rows {
+        let (Some(schema), Some(name)) =
+            (r.first().cloned().flatten(), r.get(1).cloned().flatten())
+        else {
+            continue;
+        };
+        if !schemas.is_empty() && !schemas.contains(&schema) {
+            continue;
+        }
+        let table = TableRef::new(schema, name);
+        if r.get(2).cloned().flatten().as_deref() == Some("true") {
+            readable.push(table);
+        } else {
+            unreadable.push(table);
+        }
+    }
+    Ok((readable, unreadable))
 }
 
 pub(super) async fn describe(

@@ -1,7 +1,9 @@
 //! Audits of PostgreSQL warehouses.
 
 use crate::checks;
-use crate::common::{TestDb, assert_envelope, natkey, set_of, table, table_set};
+use crate::common::{
+    TestDb, assert_clean_error, assert_envelope, natkey, set_of, table, table_set,
+};
 use crate::expect::assert_figures;
 use crate::fixtures::{self, Surrogate};
 
@@ -920,4 +922,54 @@ async fn config_and_table_option_accept_hostile_names_unquoted() {
         [fixtures::HOSTILE_KEY]
     );
     assert_figures(t, &e);
+}
+
+#[tokio::test]
+async fn tables_a_role_may_not_read_are_skipped_with_a_warning_and_named_when_asked_for() {
+    let db = TestDb::postgres().await;
+    let (sql, e) = fixtures::daily_orders(
+        &db,
+        "sales",
+        "daily_orders",
+        Surrogate::Default,
+        &fixtures::standard_copies,
+    );
+    db.exec(&sql).await;
+    db.exec("CREATE SCHEMA hr; CREATE TABLE hr.salaries (employee_id int, amount_cents bigint);")
+        .await;
+    let role = crate::common::unique_name("natkey_ro");
+    db.admin(&format!("CREATE ROLE {role} LOGIN")).await;
+    db.on_drop(format!("DROP ROLE IF EXISTS {role}"));
+    db.exec(&format!(
+        "GRANT USAGE ON SCHEMA sales, hr TO {role};
+         GRANT SELECT ON sales.daily_orders TO {role};"
+    ))
+    .await;
+    let url = crate::common::url_with(
+        &crate::common::pg_admin_url(),
+        Some(&db.name),
+        Some(&role),
+        None,
+    );
+    let run = natkey(
+        &db.dir,
+        &["audit", "--warehouse", &url, "--format", "json"],
+        &[],
+    );
+    assert_eq!(run.code, 1, "{}", run.describe());
+    assert!(
+        run.stderr.contains("skipping 1 table(s)") && run.stderr.contains("hr.salaries"),
+        "{}",
+        run.describe()
+    );
+    let report = run.json();
+    assert_eq!(table_set(&report), set_of(&[("sales", "daily_orders")]));
+    checks::daily_orders(table(&report, "sales", "daily_orders"), &e);
+
+    let run = natkey(
+        &db.dir,
+        &["audit", "--warehouse", &url, "--table", "hr.salaries"],
+        &[],
+    );
+    assert_clean_error(&run, &["may not SELECT", "hr.salaries"]);
 }
