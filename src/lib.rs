@@ -9,7 +9,11 @@ pub mod audit;
 pub mod config;
 /// The embedded SQLite demo warehouse of `natkey demo`.
 pub mod demo;
+/// The SQL dialects natkey writes (connected engines and export-only warehouses).
+pub mod dialect;
 /// Column roles (surrogate key, load metadata, payload, measures) and natural-key resolution.
 pub mod keys;
+/// The migration planner: SQL that makes the database enforce the natural key, per dialect.
+pub mod plan;
 /// Read-only warehouse sessions, catalogs, and identifier quoting, one file per engine.
 pub mod warehouse;

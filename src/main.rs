@@ -24,6 +24,10 @@ enum Command {
     Audit(cli::audit::AuditArgs),
     /// Create the embedded SQLite demo warehouse, audit it and print the report.
     Demo(cli::audit::DemoArgs),
+    /// Write the migration SQL that makes the database enforce a table's natural key.
+    ///
+    /// natkey only prints SQL; it never runs it. Exit code: 0 written, 2 error.
+    Plan(cli::plan::PlanArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Audit(args) => cli::audit::audit(args).await,
             Command::Demo(args) => cli::audit::demo(args).await,
+            Command::Plan(args) => cli::plan::run(args).await,
         }
     });
     match result {

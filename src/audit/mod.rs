@@ -142,6 +142,7 @@ pub async fn run(
         natkey_report: report::REPORT_VERSION,
         warehouse: warehouse.url().redacted().to_string(),
         dialect: warehouse.engine(),
+        server_version: warehouse.server_version().to_string(),
         started_at,
         finished_at: now(),
         summary,
@@ -239,6 +240,17 @@ async fn fill_table_report(
     report: &mut TableReport,
 ) -> Result<(), String> {
     let info = wh.describe(table).await.map_err(|e| e.to_string())?;
+    report.columns = info
+        .columns
+        .iter()
+        .map(|c| report::ColumnReport {
+            name: c.name.clone(),
+            data_type: c.data_type.clone(),
+            nullable: c.nullable,
+            computed: c.computed,
+        })
+        .collect();
+    report.partitioned = info.partitioned;
     let table_config = config.table(table);
     if let Some(tc) = table_config {
         check_table_config(&info, tc)?;

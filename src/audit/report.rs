@@ -19,6 +19,9 @@ pub struct Report {
     /// The warehouse URL with its password redacted.
     pub warehouse: String,
     pub dialect: Engine,
+    /// The server's version (`server_version_num` on PostgreSQL): plans depend on it.
+    #[serde(default)]
+    pub server_version: String,
     pub started_at: String,
     pub finished_at: String,
     pub summary: Summary,
@@ -68,6 +71,12 @@ pub struct TableReport {
     pub status: Status,
     pub message: Option<String>,
     pub rows: Option<i64>,
+    /// Every column in table order, as the catalog describes it.
+    #[serde(default)]
+    pub columns: Vec<ColumnReport>,
+    /// A PostgreSQL partitioned table.
+    #[serde(default)]
+    pub partitioned: bool,
     pub surrogate_key: Vec<String>,
     pub load_metadata: Vec<String>,
     pub payload: Vec<String>,
@@ -96,6 +105,8 @@ impl TableReport {
             status: Status::Error,
             message: None,
             rows: None,
+            columns: Vec::new(),
+            partitioned: false,
             surrogate_key: Vec::new(),
             load_metadata: Vec::new(),
             payload: Vec::new(),
@@ -124,6 +135,18 @@ impl TableReport {
             .max()
             .unwrap_or(Decimal::ZERO)
     }
+}
+
+/// A column as the catalog describes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ColumnReport {
+    pub name: String,
+    /// The type as the engine spells it (`numeric(12,2)`).
+    pub data_type: String,
+    pub nullable: bool,
+    /// Computed by the database (`GENERATED ALWAYS AS`): never inserted into.
+    #[serde(default)]
+    pub computed: bool,
 }
 
 /// How much one measure's SUM is inflated.

@@ -606,7 +606,7 @@ pub fn samples_sql(
                     n += 1;
                     let data_type = info
                         .column(k)
-                        .map(|c| c.data_type.replace(" /* generated */", ""))
+                        .map(|c| c.data_type.clone())
                         .unwrap_or_else(|| "text".into());
                     engine.null_safe_eq(&q(k), &data_type, &engine.placeholder(n))
                 })
@@ -660,10 +660,12 @@ mod tests {
                     default: None,
                     generated: None,
                     on_update_now: false,
+                    computed: false,
                 })
                 .collect(),
             unique_keys: vec![],
             estimated_rows: None,
+            partitioned: false,
         }
     }
 

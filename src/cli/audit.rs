@@ -50,29 +50,52 @@ pub fn parse_table_name(text: &str) -> Result<TableName, String> {
 }
 
 pub async fn audit(args: AuditArgs) -> Result<ExitCode, String> {
-    let url = WarehouseUrl::parse(&args.warehouse).map_err(|e| e.to_string())?;
-    let config = match &args.config {
-        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+    let config = load_config(args.config.as_deref())?;
+    let report = run_audit(
+        &args.warehouse,
+        &config,
+        args.schemas,
+        args.tables,
+        args.sample_rows,
+        args.statement_timeout,
+    )
+    .await?;
+    print_report(&report, args.format)?;
+    Ok(exit_code(&report))
+}
+
+/// The config file named, else `./natkey.toml` when it exists, else the defaults.
+pub fn load_config(path: Option<&Path>) -> Result<Config, String> {
+    match path {
+        Some(path) => Config::load(path).map_err(|e| e.to_string()),
         None if Path::new("natkey.toml").is_file() => {
-            Config::load(Path::new("natkey.toml")).map_err(|e| e.to_string())?
+            Config::load(Path::new("natkey.toml")).map_err(|e| e.to_string())
         }
-        None => Config::default(),
-    };
+        None => Ok(Config::default()),
+    }
+}
+
+/// Connects read-only and audits, printing progress on stderr.
+pub async fn run_audit(
+    warehouse: &str,
+    config: &Config,
+    schemas: Vec<String>,
+    tables: Vec<TableName>,
+    sample_rows: Option<usize>,
+    statement_timeout: Option<u64>,
+) -> Result<Report, String> {
+    let url = WarehouseUrl::parse(warehouse).map_err(|e| e.to_string())?;
     let mut settings = SessionSettings::default();
-    if let Some(secs) = args
-        .statement_timeout
-        .or(config.audit.statement_timeout_secs)
-    {
+    if let Some(secs) = statement_timeout.or(config.audit.statement_timeout_secs) {
         settings.statement_timeout = Duration::from_secs(secs.max(1));
     }
     if let Some(work_mem) = &config.audit.work_mem {
         settings.work_mem = work_mem.clone();
     }
     let options = AuditOptions {
-        schemas: args.schemas,
-        tables: args.tables,
-        sample_rows: args
-            .sample_rows
+        schemas,
+        tables,
+        sample_rows: sample_rows
             .or(config.audit.sample_rows)
             .unwrap_or(20_000)
             .max(2),
@@ -82,11 +105,9 @@ pub async fn audit(args: AuditArgs) -> Result<ExitCode, String> {
     let mut warehouse = Warehouse::connect(&url, settings)
         .await
         .map_err(|e| e.to_string())?;
-    let report = audit::run(&mut warehouse, &config, &options, &mut print_progress)
+    audit::run(&mut warehouse, config, &options, &mut print_progress)
         .await
-        .map_err(|e| e.to_string())?;
-    print_report(&report, args.format)?;
-    Ok(exit_code(&report))
+        .map_err(|e| e.to_string())
 }
 
 pub async fn demo(args: DemoArgs) -> Result<ExitCode, String> {

@@ -1,6 +1,7 @@
 //! The glue of each subcommand: arguments, progress on stderr, output, exit codes.
 
 pub mod audit;
+pub mod plan;
 
 use clap::ValueEnum;
 

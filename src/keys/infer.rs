@@ -267,10 +267,12 @@ mod tests {
                     default: None,
                     generated: None,
                     on_update_now: false,
+                    computed: false,
                 })
                 .collect(),
             unique_keys: vec![],
             estimated_rows: None,
+            partitioned: false,
         }
     }
 

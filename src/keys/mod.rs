@@ -374,6 +374,7 @@ mod tests {
             default: default.map(Into::into),
             generated: None,
             on_update_now: false,
+            computed: false,
         }
     }
 
@@ -383,6 +384,7 @@ mod tests {
             columns,
             unique_keys,
             estimated_rows: None,
+            partitioned: false,
         }
     }
 

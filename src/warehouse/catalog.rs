@@ -78,6 +78,8 @@ pub struct Column {
     pub generated: Option<Generated>,
     /// MySQL `ON UPDATE CURRENT_TIMESTAMP`.
     pub on_update_now: bool,
+    /// Computed from other columns (`GENERATED ALWAYS AS (...)`): it cannot be inserted into.
+    pub computed: bool,
 }
 
 /// A PRIMARY KEY, UNIQUE constraint or unique index over plain columns.
@@ -98,6 +100,8 @@ pub struct TableInfo {
     pub unique_keys: Vec<UniqueKey>,
     /// The planner's row estimate, when the catalog keeps one.
     pub estimated_rows: Option<i64>,
+    /// A PostgreSQL partitioned table (audited through its parent).
+    pub partitioned: bool,
 }
 
 impl TableInfo {

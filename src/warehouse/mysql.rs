@@ -120,6 +120,7 @@ pub(super) async fn describe(
                     .contains("auto_increment")
                     .then_some(Generated::AutoIncrement),
                 on_update_now: extra.contains("on update current_timestamp"),
+                computed: extra.contains("generated") && !extra.contains("default_generated"),
                 name,
                 data_type,
             })
@@ -161,6 +162,7 @@ pub(super) async fn describe(
         columns,
         unique_keys,
         estimated_rows: super::first_text(estimate).and_then(|t| t.parse().ok()),
+        partitioned: false,
     })
 }
 

@@ -116,12 +116,9 @@ pub(super) async fn describe(
                 default: r.get(3).cloned().flatten(),
                 generated: (identity == "a" || identity == "d").then_some(Generated::Identity),
                 on_update_now: false,
+                computed: generated_stored == "s",
                 name,
-                data_type: if generated_stored == "s" {
-                    format!("{data_type} /* generated */")
-                } else {
-                    data_type
-                },
+                data_type,
             })
         })
         .collect();
@@ -162,17 +159,24 @@ pub(super) async fn describe(
     let estimate = wh
         .query(
             &sql(&format!(
-                "SELECT CAST(CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples END AS bigint)::text \
+                "SELECT CAST(CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples END AS bigint)::text, \
+                        (c.relkind = 'p')::text \
                  FROM pg_catalog.pg_class c WHERE c.oid = {TABLE_OID}"
             )),
             &binds,
         )
         .await?;
+    let estimate = estimate.into_iter().next().unwrap_or_default();
     Ok(TableInfo {
         table: table.clone(),
         columns,
         unique_keys,
-        estimated_rows: super::first_text(estimate).and_then(|t| t.parse().ok()),
+        estimated_rows: estimate
+            .first()
+            .cloned()
+            .flatten()
+            .and_then(|t| t.parse().ok()),
+        partitioned: estimate.get(1).cloned().flatten().as_deref() == Some("true"),
     })
 }
 

@@ -89,6 +89,7 @@ pub(super) async fn describe(
             default: r.get(3).cloned().flatten(),
             generated: rowid_alias.then_some(Generated::RowidAlias),
             on_update_now: false,
+            computed: false,
             name,
             data_type,
         });
@@ -130,6 +131,7 @@ pub(super) async fn describe(
         columns,
         unique_keys,
         estimated_rows: None,
+        partitioned: false,
     })
 }
 

@@ -1,0 +1,188 @@
+//! `natkey plan`: the migration SQL for audited tables, from a live audit or a saved report.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use natkey::audit::report::{Report, Status, TableReport};
+use natkey::config::TableName;
+use natkey::dialect::Dialect;
+use natkey::plan::{self, PlanInput};
+
+use super::audit::{load_config, parse_table_name, run_audit};
+
+#[derive(clap::Args)]
+pub struct PlanArgs {
+    /// Audit this warehouse now (postgres://..., mysql://..., sqlite://PATH).
+    #[arg(
+        long,
+        env = "NATKEY_WAREHOUSE_URL",
+        hide_env_values = true,
+        conflicts_with = "report"
+    )]
+    warehouse: Option<String>,
+    /// Plan from a saved `natkey audit --format json` report instead (offline).
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// The table to plan: `table` or `schema.table` (repeatable).
+    #[arg(long = "table", value_name = "NAME", value_parser = parse_table_name)]
+    tables: Vec<TableName>,
+    /// Plan every table with duplicates, one file each in --output-dir.
+    #[arg(long, conflicts_with = "tables", requires = "output_dir")]
+    all: bool,
+    /// postgres, mysql, sqlite, snowflake, bigquery, redshift or databricks
+    /// [default: the audited warehouse's].
+    #[arg(long, value_parser = parse_dialect)]
+    dialect: Option<Dialect>,
+    /// The load task's SQL, to put its idempotent version in the plan.
+    #[arg(long, value_name = "FILE")]
+    task_sql: Option<PathBuf>,
+    /// Print only the rollback script (drop the constraint, restore the backed-up rows).
+    #[arg(long)]
+    rollback: bool,
+    /// Write the plan to this file instead of standard output.
+    #[arg(long, short, value_name = "FILE", conflicts_with = "output_dir")]
+    output: Option<PathBuf>,
+    /// Write one file per table into this folder.
+    #[arg(long, value_name = "DIR")]
+    output_dir: Option<PathBuf>,
+    /// natkey.toml (default: ./natkey.toml when it exists).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+fn parse_dialect(text: &str) -> Result<Dialect, String> {
+    text.parse()
+}
+
+pub async fn run(args: PlanArgs) -> Result<ExitCode, String> {
+    if args.tables.is_empty() && !args.all {
+        return Err("name the table to plan with --table (or --all with --output-dir)".into());
+    }
+    let report = match (&args.report, &args.warehouse) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("reading report {}: {e}", path.display()))?;
+            plan::read_report(&text).map_err(|e| format!("report {}: {e}", path.display()))?
+        }
+        (None, Some(url)) => {
+            let config = load_config(args.config.as_deref())?;
+            run_audit(url, &config, Vec::new(), args.tables.clone(), None, None).await?
+        }
+        (None, None) => {
+            return Err(
+                "give --warehouse URL to audit now, or --report FILE to plan offline".into(),
+            );
+        }
+    };
+    let tables = select(&report, &args)?;
+    let task_sql = match &args.task_sql {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("reading task SQL {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let dialect = args.dialect.unwrap_or(report.dialect.into());
+    let mut scripts = Vec::new();
+    for table in &tables {
+        let input = PlanInput::from_report(&report, table, dialect, task_sql.as_deref());
+        let plan = plan::plan_table(&input).map_err(|e| e.to_string())?;
+        let text = if args.rollback {
+            plan.render_rollback()
+        } else {
+            plan.render()
+        };
+        scripts.push((*table, text));
+    }
+    match (&args.output_dir, &args.output) {
+        (Some(dir), _) => {
+            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            for (table, text) in &scripts {
+                let path = dir.join(file_name(table, dialect, args.rollback));
+                write(&path, text)?;
+                eprintln!("natkey: wrote {}", path.display());
+            }
+            if scripts.is_empty() {
+                eprintln!("natkey: no table has duplicates: nothing to plan");
+            }
+        }
+        (None, Some(path)) => write(path, &joined(&scripts))?,
+        (None, None) => print!("{}", joined(&scripts)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn joined(scripts: &[(&TableReport, String)]) -> String {
+    scripts
+        .iter()
+        .map(|(_, text)| text.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+/// The tables to plan: those named (each must be in the report), or with --all every table
+/// with duplicates.
+fn select<'r>(report: &'r Report, args: &PlanArgs) -> Result<Vec<&'r TableReport>, String> {
+    if args.all {
+        return Ok(report
+            .tables
+            .iter()
+            .filter(|t| t.status == Status::Duplicates)
+            .collect());
+    }
+    let mut selected = Vec::new();
+    for name in &args.tables {
+        let found: Vec<&TableReport> = report
+            .tables
+            .iter()
+            .filter(|t| name.name == t.name && name.schema.as_ref().is_none_or(|s| *s == t.schema))
+            .collect();
+        match found.as_slice() {
+            [] => {
+                return Err(format!(
+                    "unknown table {name}: the report has no such table"
+                ));
+            }
+            [one] => selected.push(*one),
+            _ => {
+                return Err(format!(
+                    "table name {name} is ambiguous: name its schema ({})",
+                    found
+                        .iter()
+                        .map(|t| format!("{}.{}", t.schema, t.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+    }
+    Ok(selected)
+}
+
+/// A file name safe on every file system, whatever the table is called.
+fn file_name(table: &TableReport, dialect: Dialect, rollback: bool) -> String {
+    let part = |s: &str| {
+        let clean: String = s
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        clean.chars().take(60).collect::<String>()
+    };
+    format!(
+        "{}.{}.{}{}.sql",
+        part(&table.schema),
+        part(&table.name),
+        dialect,
+        if rollback { ".rollback" } else { "" }
+    )
+}

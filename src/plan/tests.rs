@@ -1,0 +1,309 @@
+//! Plans for a fixed report, per dialect: snapshots of the whole script, and every exported
+//! dialect's statements (and load template) parsed by sqlparser in that dialect. Execution on
+//! real PostgreSQL, MariaDB and SQLite is in tests/it/plan.rs.
+
+use rust_decimal::Decimal;
+use sqlparser::parser::Parser;
+
+use super::*;
+use crate::audit::report::{Amount, MeasureFigures};
+use crate::keys::{KeySource, NaturalKey};
+
+fn column(name: &str, data_type: &str, nullable: bool) -> ColumnReport {
+    ColumnReport {
+        name: name.into(),
+        data_type: data_type.into(),
+        nullable,
+        computed: false,
+    }
+}
+
+/// A summary table with exact and conflicting groups, a surrogate key and a nullable key part.
+fn report(conflicting: i64) -> TableReport {
+    let mut t = TableReport::new("finance", "daily_revenue_summary");
+    t.status = Status::Duplicates;
+    t.rows = Some(120);
+    t.columns = vec![
+        column("summary_id", "integer", false),
+        column("revenue_date", "date", false),
+        column("region", "text", true),
+        column("gross_cents", "bigint", true),
+        column("computed_at", "timestamp without time zone", true),
+    ];
+    t.surrogate_key = vec!["summary_id".into()];
+    t.load_metadata = vec!["computed_at".into()];
+    t.payload = vec!["revenue_date".into(), "region".into(), "gross_cents".into()];
+    t.natural_key = Some(NaturalKey {
+        columns: vec!["revenue_date".into(), "region".into()],
+        source: KeySource::Config,
+        confidence: 1.0,
+        enforced: false,
+        candidates: vec![],
+    });
+    t.survivor = Some(SurvivorRule::Latest("computed_at".into()));
+    t.duplicate_groups = Some(6);
+    t.rows_in_duplicate_groups = Some(13);
+    t.excess_rows = Some(7);
+    t.exact_groups = Some(6 - conflicting);
+    t.conflicting_groups = Some(conflicting);
+    t.null_key_groups = Some(1);
+    t.measures = vec![MeasureFigures {
+        column: "gross_cents".into(),
+        total: Amount(Decimal::from(1_000_000)),
+        overcount: Amount(Decimal::from(40_000)),
+        overcount_min: Amount(Decimal::from(50_000)),
+        overcount_max: Amount(Decimal::from(90_000)),
+        overcount_survivor: Some(Amount(Decimal::from(60_000))),
+    }];
+    t
+}
+
+fn plan_for(table: &TableReport, dialect: Dialect) -> Plan {
+    plan_table(&PlanInput {
+        table,
+        dialect,
+        audited_dialect: Dialect::Postgres,
+        server_version: "150020",
+        audited_on: "2026-12-03",
+        task_sql: None,
+    })
+    .expect("a plan")
+}
+
+#[test]
+fn plans_are_stable_per_dialect() {
+    let table = report(2);
+    for dialect in Dialect::ALL {
+        let plan = plan_for(&table, dialect);
+        insta::assert_snapshot!(format!("plan_{dialect}"), plan.render());
+    }
+}
+
+/// Every statement (and the commented load template, and the rollback) parses in the dialect.
+#[test]
+fn exported_dialects_parse_in_their_own_sqlparser_dialect() {
+    let table = report(2);
+    for dialect in [
+        Dialect::Snowflake,
+        Dialect::BigQuery,
+        Dialect::Redshift,
+        Dialect::Databricks,
+        Dialect::MySql,
+        Dialect::Sqlite,
+    ] {
+        let plan = plan_for(&table, dialect);
+        let parser = dialect.parser();
+        let statements = plan
+            .steps
+            .iter()
+            .flat_map(|s| s.statements.iter())
+            .chain(plan.rollback.iter())
+            // MySQL's guarded DDL is a string executed with PREPARE; the string is checked below.
+            .filter(|s| !s.starts_with("SET @natkey_sql") && !s.contains("natkey_statement"))
+            // sqlparser does not read SQLite's expressions in an ON CONFLICT target; SQLite
+            // itself runs it in sqlite_load_template_converges_when_run_twice.
+            .filter(|s| !(dialect == Dialect::Sqlite && s.contains("ON CONFLICT (")));
+        for statement in statements {
+            if let Err(e) = Parser::parse_sql(parser.as_ref(), statement) {
+                panic!("{dialect}: {e}\n{statement}");
+            }
+        }
+    }
+}
+
+#[test]
+fn mysql_guarded_ddl_parses_once_unquoted() {
+    let plan = plan_for(&report(2), Dialect::MySql);
+    let guarded: Vec<String> = plan
+        .steps
+        .iter()
+        .flat_map(|s| s.statements.iter())
+        .chain(plan.rollback.iter())
+        .filter_map(|s| s.strip_prefix("SET @natkey_sql = IF(("))
+        .map(|s| {
+            let start = s.find(", '").map(|i| i + 3).unwrap_or(0);
+            let end = s.rfind("', 'DO 0')").unwrap_or(s.len());
+            s[start..end].replace("''", "'").replace("\\\\", "\\")
+        })
+        .collect();
+    assert!(guarded.len() >= 3, "{guarded:?}");
+    for ddl in guarded {
+        Parser::parse_sql(&sqlparser::dialect::MySqlDialect {}, &ddl)
+            .unwrap_or_else(|e| panic!("{e}\n{ddl}"));
+    }
+}
+
+#[test]
+fn a_table_without_duplicates_only_enforces() {
+    let mut table = report(0);
+    table.status = Status::Clean;
+    table.duplicate_groups = Some(0);
+    table.excess_rows = Some(0);
+    let plan = plan_for(&table, Dialect::Postgres);
+    let titles: Vec<&str> = plan.steps.iter().map(|s| s.title.as_str()).collect();
+    assert!(
+        !titles.contains(&"Backup") && !titles.contains(&"Cleanup"),
+        "{titles:?}"
+    );
+    assert!(titles.contains(&"Enforce the natural key"), "{titles:?}");
+    assert!(plan.rollback.iter().all(|s| !s.contains("INSERT")));
+}
+
+#[test]
+fn an_enforced_key_needs_no_plan() {
+    let mut table = report(0);
+    table.status = Status::Enforced;
+    if let Some(key) = table.natural_key.as_mut() {
+        key.enforced = true;
+    }
+    let plan = plan_for(&table, Dialect::MySql);
+    assert!(plan.steps.is_empty());
+    assert!(plan.render().contains("already enforces"));
+}
+
+#[test]
+fn conflicting_groups_without_a_survivor_rule_are_refused_with_the_config_to_write() {
+    let mut table = report(2);
+    table.survivor = None;
+    let err = plan_table(&PlanInput {
+        table: &table,
+        dialect: Dialect::Postgres,
+        audited_dialect: Dialect::Postgres,
+        server_version: "150020",
+        audited_on: "2026-12-03",
+        task_sql: None,
+    })
+    .expect_err("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("survivor = ") && text.contains("finance.daily_revenue_summary"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_table_without_a_key_is_refused_with_the_config_to_write() {
+    let mut table = report(0);
+    table.status = Status::NoKey;
+    table.natural_key = None;
+    table.name = r#"Weird "log""#.into();
+    let err = plan_table(&PlanInput {
+        table: &table,
+        dialect: Dialect::Sqlite,
+        audited_dialect: Dialect::Sqlite,
+        server_version: "",
+        audited_on: "2026-12-03",
+        task_sql: None,
+    })
+    .expect_err("refused");
+    let text = err.to_string();
+    assert!(text.contains("natural_key = ["), "{text}");
+    // The suggested entry is valid TOML naming the table.
+    let toml_part = &text[text.find("[[table]]").unwrap_or(0)..];
+    let parsed = crate::config::Config::parse(
+        &toml_part.replace("\"column\", ...", "\"message\""),
+        std::path::Path::new("x"),
+    )
+    .expect("valid toml");
+    assert_eq!(parsed.tables[0].name.name, r#"Weird "log""#);
+}
+
+#[test]
+fn postgres_before_15_sets_nullable_key_columns_not_null() {
+    let table = report(0);
+    let plan = plan_table(&PlanInput {
+        table: &table,
+        dialect: Dialect::Postgres,
+        audited_dialect: Dialect::Postgres,
+        server_version: "140011",
+        audited_on: "2026-12-03",
+        task_sql: None,
+    })
+    .expect("plan");
+    let text = plan.render();
+    assert!(
+        text.contains(r#"ALTER COLUMN "region" SET NOT NULL"#),
+        "{text}"
+    );
+    assert!(!text.contains("NULLS NOT DISTINCT"));
+}
+
+#[test]
+fn object_names_fit_and_stay_apart() {
+    assert_eq!(
+        object_name(&["sales", "daily_orders", "20261203"], 63),
+        "sales__daily_orders__20261203"
+    );
+    let hostile = object_name(&[r#"Weird "Table" <script>"#, "natural_key"], 63);
+    assert!(
+        hostile.starts_with("weird_table_script__natural_key_"),
+        "{hostile}"
+    );
+    let long = "x".repeat(200);
+    let a = object_name(&[&long, "a"], 63);
+    let b = object_name(&[&long, "b"], 63);
+    assert!(a.len() <= 63 && b.len() <= 63 && a != b);
+}
+
+/// The whole SQLite plan, then the load template twice, on a real (in-memory) SQLite database.
+#[tokio::test]
+async fn sqlite_load_template_converges_when_run_twice() {
+    use sqlx::{Connection, Row};
+    let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
+        .await
+        .expect("sqlite");
+    let setup = "CREATE TABLE daily_revenue_summary (summary_id INTEGER PRIMARY KEY, \
+        revenue_date TEXT NOT NULL, region TEXT, gross_cents INTEGER, computed_at TEXT);
+        INSERT INTO daily_revenue_summary (revenue_date, region, gross_cents, computed_at) VALUES
+          ('2026-11-01', NULL, 100, '2026-11-02 01:00'), ('2026-11-01', NULL, 100, '2026-11-02 01:05'),
+          ('2026-11-02', 'eu', 200, '2026-11-03 01:00'), ('2026-11-02', 'eu', 250, '2026-11-03 09:00');
+        CREATE TABLE staging_daily_revenue_summary (revenue_date TEXT, region TEXT, gross_cents INTEGER);
+        INSERT INTO staging_daily_revenue_summary VALUES
+          ('2026-11-01', NULL, 100), ('2026-11-02', 'eu', 260), ('2026-11-03', NULL, 300);";
+    sqlx::raw_sql(setup)
+        .execute(&mut conn)
+        .await
+        .expect("fixture");
+    let mut table = report(1);
+    table.schema = "main".into();
+    let plan = plan_for(&table, Dialect::Sqlite);
+    for statement in plan.statements() {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_string()))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{statement}"));
+    }
+    let load = plan
+        .steps
+        .iter()
+        .find(|s| s.commented)
+        .map(|s| s.statements[0].clone())
+        .expect("a load template");
+    let state = |rows: Vec<sqlx::sqlite::SqliteRow>| -> Vec<(String, Option<String>, i64)> {
+        rows.iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    };
+    let query = "SELECT revenue_date, region, gross_cents FROM daily_revenue_summary ORDER BY 1, 2";
+    let mut states = Vec::new();
+    for _ in 0..3 {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(load.clone()))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{load}"));
+        states.push(state(
+            sqlx::query(query).fetch_all(&mut conn).await.expect("rows"),
+        ));
+    }
+    // Mutable facts (the table had conflicting groups): the source's values win, once.
+    assert_eq!(
+        states[0],
+        vec![
+            ("2026-11-01".to_string(), None, 100),
+            ("2026-11-02".to_string(), Some("eu".to_string()), 260),
+            ("2026-11-03".to_string(), None, 300),
+        ]
+    );
+    assert_eq!(states[0], states[1]);
+    assert_eq!(states[1], states[2]);
+}

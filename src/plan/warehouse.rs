@@ -1,0 +1,156 @@
+//! What the warehouses that do not enforce keys (Snowflake, BigQuery, Redshift, Databricks)
+//! share: none has a row identity to delete single rows by, so the cleanup keeps row 1 of each
+//! natural key and the losers go to the backup first; the load becomes a MERGE over a
+//! deduplicated source.
+
+use super::{DialectPlan, Table};
+use crate::dialect::Dialect;
+
+/// The rows of the table ranked by the survivor rule, filtered by `natkey_rn {condition}`.
+pub(super) fn survivors(t: &Table, condition: &str) -> String {
+    let tiebreak: Vec<String> = t
+        .report
+        .surrogate_key
+        .iter()
+        .map(|s| format!("{} ASC", t.q(s)))
+        .collect();
+    format!(
+        "SELECT {cols} FROM (SELECT {cols}, {rn} AS natkey_rn FROM {table}) AS natkey_ranked\n\
+         WHERE natkey_ranked.natkey_rn {condition}",
+        cols = t.column_list(""),
+        rn = t.row_number(&tiebreak),
+        table = t.qualified
+    )
+}
+
+pub(super) fn backup_losers(t: &Table) -> String {
+    format!(
+        "INSERT INTO {} ({})\n{}",
+        t.backup,
+        t.column_list(""),
+        survivors(t, "> 1")
+    )
+}
+
+/// Assembles the plan around the dialect's cleanup and constraint statements.
+pub(super) fn plan(
+    t: &Table,
+    cleanup: Vec<String>,
+    enforce: Vec<String>,
+    drop_constraint: String,
+) -> DialectPlan {
+    let columns = t.column_list("");
+    let mut backup = Vec::new();
+    if let Some(schema) = &t.backup_schema {
+        backup.push(format!("CREATE SCHEMA IF NOT EXISTS {}", t.q(schema)));
+    }
+    backup.push(match t.d {
+        Dialect::Redshift => format!(
+            "CREATE TABLE IF NOT EXISTS {} (LIKE {})",
+            t.backup, t.qualified
+        ),
+        Dialect::BigQuery => format!(
+            "CREATE TABLE IF NOT EXISTS {} AS SELECT {columns} FROM {} LIMIT 0",
+            t.backup, t.qualified
+        ),
+        _ => format!(
+            "CREATE TABLE IF NOT EXISTS {} AS SELECT {columns} FROM {} WHERE 1 = 0",
+            t.backup, t.qualified
+        ),
+    });
+
+    let payload = t.payload();
+    let cols: Vec<String> = payload.iter().map(|c| t.q(&c.name)).collect();
+    let on: Vec<String> = t
+        .key
+        .columns
+        .iter()
+        .map(|k| {
+            t.null_safe_eq(
+                &format!("natkey_target.{}", t.q(k)),
+                &format!("natkey_source.{}", t.q(k)),
+            )
+        })
+        .collect();
+    let updates: Vec<String> = payload
+        .iter()
+        .filter(|c| !t.key.columns.contains(&c.name))
+        .map(|c| format!("{0} = natkey_source.{0}", t.q(&c.name)))
+        .collect();
+    let mut when = Vec::new();
+    if t.mutable && !updates.is_empty() {
+        when.push(format!(
+            "WHEN MATCHED THEN UPDATE SET {}",
+            updates.join(", ")
+        ));
+    } else if t.d == Dialect::Redshift {
+        // Redshift's MERGE requires a WHEN MATCHED clause: a no-op update.
+        let k = t.q(&t.key.columns[0]);
+        when.push(format!(
+            "WHEN MATCHED THEN UPDATE SET {k} = natkey_source.{k}"
+        ));
+    }
+    when.push(format!(
+        "WHEN NOT MATCHED THEN INSERT ({}) VALUES ({})",
+        cols.join(", "),
+        cols.iter()
+            .map(|c| format!("natkey_source.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    let load = vec![format!(
+        "MERGE INTO {table} AS natkey_target\n\
+         USING (SELECT {cols} FROM (SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {key}) AS natkey_rn\n\
+         FROM {staging}) AS natkey_dedup WHERE natkey_dedup.natkey_rn = 1) AS natkey_source\n\
+         ON {on}\n{when}",
+        table = t.qualified,
+        cols = cols.join(", "),
+        key = t.key_list(""),
+        staging = t.staging(),
+        on = on.join(" AND "),
+        when = when.join("\n"),
+    )];
+    let mut load_why = vec![
+        "MERGE on the natural key over a source deduplicated first (a MERGE whose source holds a"
+            .into(),
+        "key twice fails, or double-applies), with NULL-safe key matches. Replace the staging"
+            .into(),
+        "relation with your task's source. A partition-overwrite load (replace the day's".into(),
+        "partition as a whole) is the other idempotent shape for tables loaded per day.".into(),
+    ];
+    if !t.report.surrogate_key.is_empty() {
+        load_why.push(format!(
+            "The surrogate key ({}) is left out: derive it from the natural key (a hash) if the",
+            t.report.surrogate_key.join(", ")
+        ));
+        load_why.push("table needs one, never from a random function.".into());
+    }
+
+    let mut rollback = vec![drop_constraint];
+    if t.has_duplicates {
+        rollback.push(format!(
+            "INSERT INTO {} ({columns}) SELECT {columns} FROM {}",
+            t.qualified, t.backup
+        ));
+        rollback.push(format!("DELETE FROM {} WHERE TRUE", t.backup));
+    }
+    DialectPlan {
+        notes: Vec::new(),
+        prepare: Vec::new(),
+        backup,
+        cleanup,
+        cleanup_why: vec![
+            "Copies every row but the survivor of each natural key to the backup, then rewrites"
+                .into(),
+            "the table with the survivors only.".into(),
+        ],
+        enforce,
+        enforce_why: vec![
+            "Informational only: documents the key for people and the optimizer; it rejects".into(),
+            "nothing. Rerunning this statement fails harmlessly if the constraint exists.".into(),
+        ],
+        load,
+        load_why,
+        rollback,
+    }
+}

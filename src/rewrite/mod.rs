@@ -1,0 +1,662 @@
+//! Task-SQL analysis and rewriting: is running this load task twice the same as running it once,
+//! and if not, the smallest edit of the user's text that makes retries converge.
+//!
+//! **Invariant:** the rewriter never executes SQL. It parses task text with sqlparser, reports
+//! findings, and returns edited text; the only warehouse access is reading catalogs (key
+//! learning) and `pg_stat_statements` (discovery) through the read-only [`Warehouse`].
+//!
+//! Module map:
+//! - `jinja.rs`: Jinja placeholders substituted before parsing (same byte length, so every
+//!   offset of the parsed text is an offset of the user's text) and dbt `config()` reading.
+//! - `source.rs`: splitting a file into statements (one unparseable statement never hides the
+//!   others), byte offsets of parser spans, table names as written.
+//! - `edit.rs`: minimal text edits located by source spans, applied to the user's text.
+//! - `rules/`: one file per rule, its tests beside it.
+//! - `dedupe.rs`: natural keys and survivor rules learned from an existing dedupe job.
+//! - `discover.rs`: write statements found in `pg_stat_statements`.
+//! - `diff.rs`: the unified diff shown for a rewrite.
+//!
+//! [`Warehouse`]: crate::warehouse::Warehouse
+
+pub mod dedupe;
+mod diff;
+pub mod discover;
+mod edit;
+mod jinja;
+pub mod rules;
+mod source;
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use crate::config::{Config, SurvivorRule, TableName};
+use crate::keys::KeySource;
+use crate::warehouse::Engine;
+
+pub use self::dedupe::{LearnedKey, learn_keys};
+pub use self::diff::unified_diff;
+pub use self::source::TableTarget;
+
+use self::edit::Edit;
+use self::source::FileContext;
+
+/// The largest task file natkey reads. Task SQL is small; a bigger file is almost certainly a
+/// data dump passed by mistake.
+pub const MAX_FILE_BYTES: usize = 10 * 1024 * 1024;
+
+/// The SQL dialects the rewriter parses and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dialect {
+    Postgres,
+    #[serde(rename = "mysql")]
+    MySql,
+    Sqlite,
+    Snowflake,
+    #[serde(rename = "bigquery")]
+    BigQuery,
+    Redshift,
+    Databricks,
+}
+
+impl Dialect {
+    pub const ALL: [Dialect; 7] = [
+        Dialect::Postgres,
+        Dialect::MySql,
+        Dialect::Sqlite,
+        Dialect::Snowflake,
+        Dialect::BigQuery,
+        Dialect::Redshift,
+        Dialect::Databricks,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "postgres",
+            Dialect::MySql => "mysql",
+            Dialect::Sqlite => "sqlite",
+            Dialect::Snowflake => "snowflake",
+            Dialect::BigQuery => "bigquery",
+            Dialect::Redshift => "redshift",
+            Dialect::Databricks => "databricks",
+        }
+    }
+
+    /// The sqlparser dialect that reads this SQL.
+    pub fn parser(self) -> Box<dyn sqlparser::dialect::Dialect> {
+        use sqlparser::dialect as d;
+        match self {
+            Dialect::Postgres => Box::new(d::PostgreSqlDialect {}),
+            Dialect::MySql => Box::new(d::MySqlDialect {}),
+            Dialect::Sqlite => Box::new(d::SQLiteDialect {}),
+            Dialect::Snowflake => Box::new(d::SnowflakeDialect),
+            Dialect::BigQuery => Box::new(d::BigQueryDialect),
+            Dialect::Redshift => Box::new(d::RedshiftSqlDialect {}),
+            Dialect::Databricks => Box::new(d::DatabricksDialect),
+        }
+    }
+
+    /// The engine natkey connects to for this dialect, when it can.
+    pub fn engine(self) -> Option<Engine> {
+        match self {
+            Dialect::Postgres => Some(Engine::Postgres),
+            Dialect::MySql => Some(Engine::MySql),
+            Dialect::Sqlite => Some(Engine::Sqlite),
+            _ => None,
+        }
+    }
+
+    /// The dialect of a warehouse natkey is connected to.
+    pub fn of_engine(engine: Engine) -> Dialect {
+        match engine {
+            Engine::Postgres => Dialect::Postgres,
+            Engine::MySql => Dialect::MySql,
+            Engine::Sqlite => Dialect::Sqlite,
+        }
+    }
+
+    /// Quotes an identifier for this dialect. **Invariant:** every name the rewriter generates
+    /// into SQL goes through here: [`Engine::quote_ident`] for the engines natkey connects to,
+    /// and this one match for the engines it only writes for.
+    pub fn quote_ident(self, ident: &str) -> String {
+        match self.engine() {
+            Some(engine) => engine.quote_ident(ident),
+            None => match self {
+                Dialect::BigQuery | Dialect::Databricks => {
+                    format!("`{}`", ident.replace('`', "``"))
+                }
+                _ => format!("\"{}\"", ident.replace('"', "\"\"")),
+            },
+        }
+    }
+
+    /// True when the engine enforces PRIMARY KEY / UNIQUE, so `ON CONFLICT` and friends work.
+    pub fn enforces_unique(self) -> bool {
+        matches!(self, Dialect::Postgres | Dialect::MySql | Dialect::Sqlite)
+    }
+
+    /// `BEGIN` / `COMMIT` as this dialect spells them, when it has multi-statement transactions.
+    pub fn transaction(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Dialect::Postgres | Dialect::Sqlite | Dialect::Redshift | Dialect::Snowflake => {
+                Some(("BEGIN;", "COMMIT;"))
+            }
+            Dialect::MySql => Some(("START TRANSACTION;", "COMMIT;")),
+            Dialect::BigQuery => Some(("BEGIN TRANSACTION;", "COMMIT TRANSACTION;")),
+            Dialect::Databricks => None,
+        }
+    }
+
+    /// The null-safe equality operator between two expressions.
+    pub fn null_safe_eq(self) -> &'static str {
+        match self {
+            Dialect::MySql | Dialect::Databricks => "<=>",
+            Dialect::Sqlite => "IS",
+            _ => "IS NOT DISTINCT FROM",
+        }
+    }
+}
+
+impl fmt::Display for Dialect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Dialect {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let wanted = text.trim().to_ascii_lowercase();
+        let alias = match wanted.as_str() {
+            "postgresql" => "postgres",
+            "mariadb" => "mysql",
+            "spark" => "databricks",
+            other => other,
+        };
+        Dialect::ALL
+            .into_iter()
+            .find(|d| d.name() == alias)
+            .ok_or_else(|| {
+                format!(
+                    "unknown dialect {text:?}: use one of {}",
+                    Dialect::ALL.map(Dialect::name).join(", ")
+                )
+            })
+    }
+}
+
+/// What natkey knows about one table the task SQL writes to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableKeys {
+    pub table: TableName,
+    /// The columns that identify one logical record (empty when unknown).
+    pub natural_key: Vec<String>,
+    /// Columns generated per insert.
+    pub surrogate_key: Vec<String>,
+    /// Columns that may hold NULL (from the catalog; empty without a warehouse).
+    pub nullable: Vec<String>,
+    pub source: KeySource,
+    pub survivor: Option<SurvivorRule>,
+}
+
+impl TableKeys {
+    pub fn new(table: TableName, natural_key: Vec<String>, source: KeySource) -> Self {
+        TableKeys {
+            table,
+            natural_key,
+            surrogate_key: Vec::new(),
+            nullable: Vec::new(),
+            source,
+            survivor: None,
+        }
+    }
+
+    pub fn is_surrogate(&self, column: &str) -> bool {
+        self.surrogate_key
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(column))
+    }
+
+    pub fn is_key(&self, column: &str) -> bool {
+        self.natural_key
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(column))
+    }
+
+    pub fn is_nullable(&self, column: &str) -> bool {
+        self.nullable.iter().any(|c| c.eq_ignore_ascii_case(column))
+    }
+}
+
+/// Every table whose keys natkey knows, first source first: `--natural-key` flags, then
+/// `natkey.toml`, then the warehouse, then a dedupe job. A later source only fills what an
+/// earlier one left empty.
+#[derive(Debug, Clone, Default)]
+pub struct KnownKeys {
+    tables: Vec<TableKeys>,
+}
+
+impl KnownKeys {
+    pub fn new() -> Self {
+        KnownKeys::default()
+    }
+
+    pub fn tables(&self) -> &[TableKeys] {
+        &self.tables
+    }
+
+    /// Adds a table's keys; when the table is already known, only empty facts are filled.
+    pub fn add(&mut self, keys: TableKeys) {
+        match self.tables.iter_mut().find(|t| t.table == keys.table) {
+            Some(known) => {
+                if known.natural_key.is_empty() && !keys.natural_key.is_empty() {
+                    known.natural_key = keys.natural_key;
+                    known.source = keys.source;
+                }
+                if known.surrogate_key.is_empty() {
+                    known.surrogate_key = keys.surrogate_key;
+                }
+                if known.nullable.is_empty() {
+                    known.nullable = keys.nullable;
+                }
+                if known.survivor.is_none() {
+                    known.survivor = keys.survivor;
+                }
+            }
+            None => self.tables.push(keys),
+        }
+    }
+
+    /// The `[[table]]` entries of a config that name a natural key or surrogate columns.
+    pub fn add_config(&mut self, config: &Config) {
+        for t in &config.tables {
+            let mut keys = TableKeys::new(
+                t.name.clone(),
+                t.natural_key.clone().unwrap_or_default(),
+                KeySource::Config,
+            );
+            keys.surrogate_key = t.surrogate_key.clone().unwrap_or_default();
+            keys.survivor = t.survivor.clone();
+            self.add(keys);
+        }
+    }
+
+    /// Keys learned from a dedupe job (source `dedupe_job`).
+    pub fn add_learned(&mut self, learned: &[LearnedKey]) {
+        for l in learned {
+            let mut keys =
+                TableKeys::new(l.table.clone(), l.natural_key.clone(), KeySource::DedupeJob);
+            keys.survivor = l.survivor.clone();
+            self.add(keys);
+        }
+    }
+
+    /// The keys of a table as the SQL names it. An exact `schema.table` match wins; a name
+    /// without a schema on either side matches by name. Unquoted names match case-insensitively.
+    pub fn find(&self, target: &TableTarget) -> Option<&TableKeys> {
+        let same = |a: &str, b: &str| {
+            if target.quoted {
+                a == b
+            } else {
+                a.eq_ignore_ascii_case(b)
+            }
+        };
+        let name_matches = |t: &&TableKeys| same(&t.table.name, &target.name.name);
+        let exact = self.tables.iter().filter(name_matches).find(|t| {
+            match (&t.table.schema, &target.name.schema) {
+                (Some(a), Some(b)) => same(a, b),
+                _ => false,
+            }
+        });
+        exact.or_else(|| {
+            self.tables.iter().filter(name_matches).find(|t| {
+                t.table.schema.is_none() || target.name.schema.is_none()
+            })
+        })
+    }
+}
+
+/// Parses `schema.table=col1,col2` (the `--natural-key` flag).
+pub fn parse_natural_key_flag(text: &str) -> Result<TableKeys, String> {
+    let (table, columns) = text.rsplit_once('=').ok_or_else(|| {
+        format!("--natural-key {text:?} should be schema.table=col1,col2 (or table=col1,col2)")
+    })?;
+    let table: TableName = table.parse()?;
+    let columns: Vec<String> = columns
+        .split(',')
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+        .collect();
+    if columns.is_empty() {
+        return Err(format!(
+            "--natural-key {text:?} names no column: write {table}=col1,col2"
+        ));
+    }
+    Ok(TableKeys::new(table, columns, KeySource::Config))
+}
+
+/// One reason the task is not idempotent, where it is, and how to fix it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    /// The kebab-case rule name (`insert-without-natural-key`).
+    pub rule: &'static str,
+    pub line: usize,
+    pub column: usize,
+    /// What goes wrong on retry.
+    pub message: String,
+    /// What to do about it (an automatic rewrite, or the shape to follow).
+    pub fix: String,
+}
+
+/// A statement natkey could not read, with the parser's own words.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SqlError {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// The analysis of one task file: the `--format json` contract of `natkey rewrite`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FileReport {
+    pub file: String,
+    pub dialect: Dialect,
+    /// True when no finding was reported and every statement was read.
+    pub idempotent: bool,
+    pub findings: Vec<Finding>,
+    pub errors: Vec<SqlError>,
+    /// The whole file with the fixes applied; `None` when nothing needs rewriting or no
+    /// automatic rewrite exists.
+    pub rewritten: Option<String>,
+}
+
+/// Why a file could not be analysed at all.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("{file}: {message}")]
+    Unreadable { file: String, message: String },
+}
+
+/// Reads a task file: refuses a file over [`MAX_FILE_BYTES`], an empty file and a binary file
+/// with a message that says which.
+pub fn read_task_file(path: &Path) -> Result<String, InputError> {
+    let file = path.display().to_string();
+    let fail = |message: String| InputError::Unreadable {
+        file: file.clone(),
+        message,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    if meta.len() > MAX_FILE_BYTES as u64 {
+        return Err(fail(format!(
+            "is {} MB; natkey reads task files up to {} MB (is this a data file?)",
+            meta.len() / (1024 * 1024),
+            MAX_FILE_BYTES / (1024 * 1024)
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    task_text(&bytes).map_err(fail)
+}
+
+/// The text of a task file's bytes, or why it is not SQL text.
+pub fn task_text(bytes: &[u8]) -> Result<String, String> {
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(format!(
+            "is {} MB; natkey reads task files up to {} MB (is this a data file?)",
+            bytes.len() / (1024 * 1024),
+            MAX_FILE_BYTES / (1024 * 1024)
+        ));
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err("is empty: there is no SQL to analyse".to_string());
+    }
+    if bytes.contains(&0) {
+        return Err("is a binary file, not SQL text".to_string());
+    }
+    String::from_utf8(bytes.to_vec())
+        .map_err(|e| format!("is not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()))
+}
+
+/// What one rule found: a finding plus the edits that fix it (none when no automatic rewrite
+/// exists).
+#[derive(Debug, Clone)]
+pub(crate) struct Hit {
+    pub rule: &'static str,
+    /// Byte offset in the file the finding points at.
+    pub at: usize,
+    pub message: String,
+    pub fix: String,
+    pub edits: Vec<Edit>,
+}
+
+/// The tables a task writes to (INSERT, UPDATE, DELETE, MERGE targets; a dbt model's own
+/// table), as the SQL names them: the tables whose keys matter.
+pub fn write_targets(text: &str, dialect: Dialect) -> Vec<TableTarget> {
+    write_targets_of("task.sql", text, dialect)
+}
+
+/// [`write_targets`] for a named file (its stem names a dbt model).
+pub fn write_targets_of(file: &str, text: &str, dialect: Dialect) -> Vec<TableTarget> {
+    use sqlparser::ast::{FromTable, Statement, TableFactor, TableObject};
+    let keys = KnownKeys::new();
+    let cx = FileContext::new(file, text, dialect, &keys);
+    let mut out: Vec<TableTarget> = Vec::new();
+    let mut push = |t: TableTarget| {
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    };
+    for stmt in &cx.statements {
+        match &stmt.ast {
+            Statement::Insert(i) => {
+                if let TableObject::TableName(name) = &i.table {
+                    push(cx.table(name));
+                }
+            }
+            Statement::Update(u) => {
+                if let TableFactor::Table { name, .. } = &u.table.relation {
+                    push(cx.table(name));
+                }
+            }
+            Statement::Delete(d) => {
+                let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) = &d.from;
+                for t in from {
+                    if let TableFactor::Table { name, .. } = &t.relation {
+                        push(cx.table(name));
+                    }
+                }
+            }
+            Statement::Merge(m) => {
+                if let TableFactor::Table { name, .. } = &m.table {
+                    push(cx.table(name));
+                }
+            }
+            _ => {}
+        }
+    }
+    if let (Some(_), Some(model)) = (&cx.dbt, &cx.model) {
+        push(TableTarget {
+            name: TableName {
+                schema: None,
+                name: model.clone(),
+            },
+            quoted: false,
+        });
+    }
+    out
+}
+
+/// Analyses one task file. `file` names it in the report (its stem names a dbt model).
+/// Never panics on any input; statements that do not parse are reported in `errors` and the
+/// others are still analysed.
+pub fn analyze(file: &str, text: &str, dialect: Dialect, keys: &KnownKeys) -> FileReport {
+    let cx = FileContext::new(file, text, dialect, keys);
+    let mut hits = rules::check_all(&cx);
+    hits.sort_by_key(|h| h.at);
+    let findings: Vec<Finding> = hits
+        .iter()
+        .map(|h| {
+            let (line, column) = cx.source.line_col(h.at);
+            Finding {
+                rule: h.rule,
+                line,
+                column,
+                message: h.message.clone(),
+                fix: h.fix.clone(),
+            }
+        })
+        .collect();
+    let mut errors = cx.errors.clone();
+    let edits: Vec<Edit> = hits.into_iter().flat_map(|h| h.edits).collect();
+    let rewritten = if edits.is_empty() {
+        None
+    } else {
+        let text_after = edit::apply(text, edits);
+        // A rewrite that does not parse is worse than none: check it like the original.
+        let check = FileContext::new(file, &text_after, dialect, keys);
+        if check.errors.len() > cx.errors.len() {
+            errors.push(SqlError {
+                line: 1,
+                column: 1,
+                message: format!(
+                    "natkey's rewrite of this file does not parse in {dialect} ({}); it is \
+                     withheld — please report this",
+                    check.errors[0].message
+                ),
+            });
+            None
+        } else {
+            Some(text_after)
+        }
+    };
+    FileReport {
+        file: file.to_string(),
+        dialect,
+        idempotent: findings.is_empty() && errors.is_empty(),
+        findings,
+        errors,
+        rewritten,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    /// Keys for `sales.daily_orders` (order_id, line_item_id; surrogate `surrogate_key`).
+    pub fn orders_keys() -> KnownKeys {
+        let mut keys = KnownKeys::new();
+        let mut t = TableKeys::new(
+            "sales.daily_orders".parse().expect("valid"),
+            vec!["order_id".into(), "line_item_id".into()],
+            KeySource::Config,
+        );
+        t.surrogate_key = vec!["surrogate_key".into()];
+        t.nullable = vec!["line_item_id".into()];
+        keys.add(t);
+        let mut t = TableKeys::new(
+            "daily_totals".parse().expect("valid"),
+            vec!["day".into()],
+            KeySource::Config,
+        );
+        t.nullable = vec!["day".into()];
+        keys.add(t);
+        keys
+    }
+
+    pub fn run(sql: &str) -> FileReport {
+        run_in(sql, Dialect::Postgres)
+    }
+
+    pub fn run_in(sql: &str, dialect: Dialect) -> FileReport {
+        analyze("task.sql", sql, dialect, &orders_keys())
+    }
+
+    pub fn rules_of(report: &FileReport) -> Vec<&'static str> {
+        report.findings.iter().map(|f| f.rule).collect()
+    }
+
+    /// The rewritten text, asserting that it parses in the dialect.
+    pub fn rewritten(report: &FileReport) -> String {
+        let text = report
+            .rewritten
+            .clone()
+            .unwrap_or_else(|| panic!("expected a rewrite: {report:#?}"));
+        let again = analyze("again.sql", &text, report.dialect, &orders_keys());
+        assert!(
+            again.errors.is_empty(),
+            "the rewrite does not parse: {:?}\n{text}",
+            again.errors
+        );
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::*;
+    use super::*;
+
+    #[test]
+    fn unknown_dialects_list_the_valid_names() {
+        let err = "oracle".parse::<Dialect>().expect_err("unknown");
+        assert!(err.contains("postgres") && err.contains("databricks"), "{err}");
+        assert_eq!("PostgreSQL".parse::<Dialect>(), Ok(Dialect::Postgres));
+        assert_eq!("bigquery".parse::<Dialect>(), Ok(Dialect::BigQuery));
+    }
+
+    #[test]
+    fn identifiers_are_quoted_for_every_dialect() {
+        let name = "we\"ird`name";
+        assert_eq!(Dialect::Postgres.quote_ident(name), "\"we\"\"ird`name\"");
+        assert_eq!(Dialect::MySql.quote_ident(name), "`we\"ird``name`");
+        assert_eq!(Dialect::BigQuery.quote_ident(name), "`we\"ird``name`");
+        assert_eq!(Dialect::Snowflake.quote_ident(name), "\"we\"\"ird`name\"");
+    }
+
+    #[test]
+    fn natural_key_flags_parse_and_explain_mistakes() {
+        let k = parse_natural_key_flag("sales.daily_orders=order_id, line_item_id").expect("ok");
+        assert_eq!(k.table.schema.as_deref(), Some("sales"));
+        assert_eq!(k.natural_key, ["order_id", "line_item_id"]);
+        assert!(parse_natural_key_flag("sales.daily_orders").is_err());
+        assert!(parse_natural_key_flag("t=").is_err());
+    }
+
+    #[test]
+    fn bad_bytes_are_refused_with_a_reason() {
+        assert!(task_text(b"  \n").expect_err("empty").contains("empty"));
+        assert!(task_text(b"SELECT\0\x01").expect_err("binary").contains("binary"));
+        assert!(task_text(&[0xff, 0xfe, b'a']).expect_err("utf8").contains("UTF-8"));
+        let big = vec![b' '; MAX_FILE_BYTES + 1];
+        assert!(task_text(&big).expect_err("big").contains("10 MB"));
+    }
+
+    #[test]
+    fn an_unparseable_statement_does_not_hide_the_others() {
+        let report = run("SELEC oops FROM;\n\
+             INSERT INTO sales.daily_orders (order_id, line_item_id) VALUES (1, 1);\n");
+        assert_eq!(report.errors.len(), 1, "{report:#?}");
+        assert_eq!(report.errors[0].line, 1);
+        assert!(report.errors[0].message.contains("Expected"), "{report:#?}");
+        assert!(!report.errors[0].message.contains("Line:"), "{report:#?}");
+        assert_eq!(rules_of(&report), ["insert-without-natural-key"]);
+        assert!(!report.idempotent);
+    }
+
+    #[test]
+    fn keys_match_by_schema_then_by_name() {
+        let keys = orders_keys();
+        let target = |s: &str| TableTarget {
+            name: s.parse().expect("valid"),
+            quoted: false,
+        };
+        assert!(keys.find(&target("sales.daily_orders")).is_some());
+        assert!(keys.find(&target("DAILY_ORDERS")).is_some());
+        assert!(keys.find(&target("other.daily_orders")).is_none());
+        assert!(keys.find(&target("x.daily_totals")).is_some());
+    }
+}

@@ -1,0 +1,379 @@
+//! The rules, one file each with its tests beside it. A rule reads a [`FileContext`] and
+//! reports [`Hit`]s: a message that teaches what goes wrong on retry, a fix, and the edits of
+//! the automatic rewrite when one exists.
+//!
+//! This file holds what several rules share: reading an INSERT (its target, column list,
+//! source rows and conflict handling) and knowing what came before it in the file.
+
+pub mod conflict_on_surrogate;
+pub mod dbt_incremental_without_unique_key;
+pub mod delta_update;
+pub mod external_side_effect;
+pub mod insert_without_natural_key;
+pub mod null_unsafe_key_match;
+pub mod partition_append;
+pub mod random_surrogate_in_insert;
+pub mod upsert_duplicate_source;
+
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    ConflictTarget, Expr, Insert, ObjectName, ObjectType, OnInsert, Query, Select, SelectItem,
+    SetExpr, SqliteOnConflict, Statement, TableObject, visit_relations,
+};
+
+use super::source::{FileContext, Stmt, TableTarget};
+use super::{Hit, TableKeys};
+
+/// Every rule: its kebab-case name and a one-line summary (the README's rules table).
+pub const RULES: [(&str, &str); 9] = [
+    (
+        insert_without_natural_key::NAME,
+        "INSERT with no conflict handling on the natural key: retries append copies",
+    ),
+    (
+        conflict_on_surrogate::NAME,
+        "ON CONFLICT on a key generated per insert: it never conflicts",
+    ),
+    (
+        random_surrogate_in_insert::NAME,
+        "the task writes a random key (gen_random_uuid(), uuid(), nextval ...)",
+    ),
+    (
+        delta_update::NAME,
+        "SET c = c + x: every retry adds x again",
+    ),
+    (
+        upsert_duplicate_source::NAME,
+        "an upsert or MERGE whose source may hold the same key twice",
+    ),
+    (
+        null_unsafe_key_match::NAME,
+        "a key match with = on nullable key columns: NULL keys never match",
+    ),
+    (
+        partition_append::NAME,
+        "INSERT of one day/partition without removing that partition first",
+    ),
+    (
+        dbt_incremental_without_unique_key::NAME,
+        "a dbt incremental model without unique_key appends on every run",
+    ),
+    (
+        external_side_effect::NAME,
+        "SQL that calls out (HTTP, NOTIFY, dblink, Lambda): a retry calls again",
+    ),
+];
+
+/// Runs every rule over a file.
+pub(crate) fn check_all(cx: &FileContext) -> Vec<Hit> {
+    let mut hits = Vec::new();
+    insert_without_natural_key::check(cx, &mut hits);
+    conflict_on_surrogate::check(cx, &mut hits);
+    random_surrogate_in_insert::check(cx, &mut hits);
+    delta_update::check(cx, &mut hits);
+    upsert_duplicate_source::check(cx, &mut hits);
+    null_unsafe_key_match::check(cx, &mut hits);
+    partition_append::check(cx, &mut hits);
+    dbt_incremental_without_unique_key::check(cx, &mut hits);
+    external_side_effect::check(cx, &mut hits);
+    hits
+}
+
+/// How an INSERT handles a row whose key is already there.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Conflict {
+    /// Nothing: the row is appended (or the statement fails on a unique key).
+    None,
+    /// `ON CONFLICT (cols) ...`, with `do_update` for `DO UPDATE`.
+    Columns { columns: Vec<String>, do_update: bool },
+    /// Handled without naming columns: `ON CONFLICT ON CONSTRAINT`, `ON CONFLICT DO NOTHING`,
+    /// `ON DUPLICATE KEY UPDATE`, `INSERT IGNORE`, `REPLACE INTO`, `INSERT OR REPLACE`.
+    Unnamed { do_update: bool },
+    /// `INSERT OVERWRITE`: the target (or partition) is replaced.
+    Overwrite,
+}
+
+/// An INSERT, read for the rules.
+pub(crate) struct InsertView<'a> {
+    pub stmt: &'a Stmt,
+    pub index: usize,
+    pub insert: &'a Insert,
+    pub name: &'a ObjectName,
+    pub target: TableTarget,
+    pub keys: Option<&'a TableKeys>,
+    /// The explicit column list, as written (unquoted values).
+    pub columns: Vec<String>,
+    pub conflict: Conflict,
+}
+
+impl<'a> InsertView<'a> {
+    /// The `SELECT` that produces the rows, when the source is one.
+    pub fn select(&self) -> Option<&'a Select> {
+        let query = self.insert.source.as_deref()?;
+        match query.body.as_ref() {
+            SetExpr::Select(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The expressions written into a target column: the select item or every VALUES row's
+    /// item at the column's position in the column list.
+    pub fn values_for(&self, column: &str) -> Vec<&'a Expr> {
+        let Some(position) = self
+            .columns
+            .iter()
+            .position(|c| c.eq_ignore_ascii_case(column))
+        else {
+            return Vec::new();
+        };
+        let Some(query) = self.insert.source.as_deref() else {
+            return Vec::new();
+        };
+        match query.body.as_ref() {
+            SetExpr::Select(s) => s
+                .projection
+                .get(position)
+                .and_then(item_expr)
+                .into_iter()
+                .collect(),
+            SetExpr::Values(v) => v
+                .rows
+                .iter()
+                .filter_map(|row| row.content.get(position))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// True when the conflict handling names exactly the natural key (in any order).
+    pub fn conflicts_on_key(&self) -> bool {
+        match (&self.conflict, self.keys) {
+            (Conflict::Columns { columns, .. }, Some(k)) if !k.natural_key.is_empty() => {
+                same_columns(columns, &k.natural_key)
+            }
+            _ => false,
+        }
+    }
+
+    /// The user's spelling of a column when the column list names it, else the column quoted.
+    pub fn column_sql(&self, cx: &FileContext, column: &str) -> String {
+        self.insert
+            .columns
+            .iter()
+            .find(|c| {
+                c.0.last()
+                    .and_then(|p| p.as_ident())
+                    .is_some_and(|i| i.value.eq_ignore_ascii_case(column))
+            })
+            .map(|c| cx.text_of(c).to_string())
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| cx.dialect.quote_ident(column))
+    }
+}
+
+pub(crate) fn item_expr(item: &SelectItem) -> Option<&Expr> {
+    match item {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => Some(e),
+        _ => None,
+    }
+}
+
+/// The name a select item produces (its alias, or the column it reads).
+pub(crate) fn item_name(item: &SelectItem) -> Option<String> {
+    match item {
+        SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.clone()),
+        SelectItem::UnnamedExpr(e) => column_name(e),
+        _ => None,
+    }
+}
+
+/// The column an expression reads, when it is a plain (possibly qualified) column.
+pub(crate) fn column_name(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Identifier(i) => Some(i.value.clone()),
+        Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.clone()),
+        Expr::Nested(inner) => column_name(inner),
+        _ => None,
+    }
+}
+
+/// The qualifier of a column reference (`t` in `t.col`).
+pub(crate) fn qualifier(e: &Expr) -> Option<String> {
+    match e {
+        Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
+            parts.get(parts.len() - 2).map(|i| i.value.clone())
+        }
+        Expr::Nested(inner) => qualifier(inner),
+        _ => None,
+    }
+}
+
+pub(crate) fn same_columns(a: &[String], b: &[String]) -> bool {
+    a.len() == b.len()
+        && a
+            .iter()
+            .all(|x| b.iter().any(|y| y.eq_ignore_ascii_case(x)))
+}
+
+pub(crate) fn same_table(a: &TableTarget, b: &TableTarget) -> bool {
+    a.name.name.eq_ignore_ascii_case(&b.name.name)
+        && match (&a.name.schema, &b.name.schema) {
+            (Some(x), Some(y)) => x.eq_ignore_ascii_case(y),
+            _ => true,
+        }
+}
+
+/// Every INSERT of the file with a plain table as its target.
+pub(crate) fn inserts<'a>(cx: &'a FileContext) -> Vec<InsertView<'a>> {
+    let mut out = Vec::new();
+    for (index, stmt) in cx.statements.iter().enumerate() {
+        let Statement::Insert(insert) = &stmt.ast else {
+            continue;
+        };
+        let TableObject::TableName(name) = &insert.table else {
+            continue;
+        };
+        let target = cx.table(name);
+        let keys = cx.keys.find(&target);
+        let columns = insert
+            .columns
+            .iter()
+            .filter_map(|c| c.0.last().and_then(|p| p.as_ident()).map(|i| i.value.clone()))
+            .collect();
+        let conflict = if insert.overwrite {
+            Conflict::Overwrite
+        } else if insert.ignore
+            || insert.replace_into
+            || matches!(
+                insert.or,
+                Some(SqliteOnConflict::Ignore | SqliteOnConflict::Replace)
+            )
+        {
+            Conflict::Unnamed {
+                do_update: insert.replace_into
+                    || insert.or == Some(SqliteOnConflict::Replace),
+            }
+        } else {
+            match &insert.on {
+                Some(OnInsert::DuplicateKeyUpdate(_)) => Conflict::Unnamed { do_update: true },
+                Some(OnInsert::OnConflict(oc)) => {
+                    let do_update =
+                        matches!(oc.action, sqlparser::ast::OnConflictAction::DoUpdate(_));
+                    match &oc.conflict_target {
+                        Some(ConflictTarget::Columns { columns, .. }) => Conflict::Columns {
+                            columns: columns.iter().map(|i| i.value.clone()).collect(),
+                            do_update,
+                        },
+                        _ => Conflict::Unnamed { do_update },
+                    }
+                }
+                _ => Conflict::None,
+            }
+        };
+        out.push(InsertView {
+            stmt,
+            index,
+            insert,
+            name,
+            target,
+            keys,
+            columns,
+            conflict,
+        });
+    }
+    out
+}
+
+/// What an earlier statement of the file did to a table, making an INSERT into it a
+/// replacement rather than an append.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Cleared {
+    /// `TRUNCATE`, `DELETE` without WHERE, `DROP` + `CREATE`, `CREATE OR REPLACE`, a
+    /// temporary table.
+    Whole,
+    /// `DELETE ... WHERE ...`: a partition (or some rows) removed first.
+    Partition { in_transaction: bool },
+}
+
+/// Whether a statement before `index` removes the target's rows (or creates it afresh).
+pub(crate) fn cleared_before(cx: &FileContext, index: usize, target: &TableTarget) -> Option<Cleared> {
+    let mut found = None;
+    let mut dropped = false;
+    for stmt in &cx.statements[..index] {
+        match &stmt.ast {
+            Statement::Truncate(t) => {
+                if t.table_names.iter().any(|n| same_table(&cx.table(&n.name), target)) {
+                    found = Some(Cleared::Whole);
+                }
+            }
+            Statement::Delete(d) => {
+                let tables = match &d.from {
+                    sqlparser::ast::FromTable::WithFromKeyword(t)
+                    | sqlparser::ast::FromTable::WithoutKeyword(t) => t,
+                };
+                let hits = tables.iter().any(|t| match &t.relation {
+                    sqlparser::ast::TableFactor::Table { name, .. } => {
+                        same_table(&cx.table(name), target)
+                    }
+                    _ => false,
+                }) || d.tables.iter().any(|n| same_table(&cx.table(n), target));
+                if hits {
+                    found = Some(match d.selection {
+                        None => Cleared::Whole,
+                        Some(_) => Cleared::Partition {
+                            in_transaction: stmt.in_transaction,
+                        },
+                    });
+                }
+            }
+            Statement::Drop {
+                object_type: ObjectType::Table,
+                names,
+                ..
+            } => {
+                if names.iter().any(|n| same_table(&cx.table(n), target)) {
+                    dropped = true;
+                }
+            }
+            Statement::CreateTable(c) if same_table(&cx.table(&c.name), target) => {
+                if c.or_replace || c.temporary || dropped {
+                    found = Some(Cleared::Whole);
+                }
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+/// True when the query reads the target table itself: an anti-join (`WHERE NOT EXISTS (SELECT
+/// ... FROM target ...)`, `NOT IN`, `EXCEPT`, `LEFT JOIN target ... IS NULL`) that skips rows
+/// already loaded.
+pub(crate) fn reads_target(cx: &FileContext, query: &Query, target: &TableTarget) -> bool {
+    let found = visit_relations(query, |name| {
+        if same_table(&cx.table(name), target) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    found.is_break()
+}
+
+/// "the natural key of X is not known" in one place, so every rule says it the same way.
+pub(crate) fn unknown_key(target: &TableTarget) -> String {
+    format!(
+        "natkey does not know the natural key of {target}: pass --natural-key {target}=col1,col2, \
+         add a [[table]] entry to natkey.toml, or use --warehouse"
+    )
+}
+
+/// `(a, b)` with each name quoted for the dialect.
+pub(crate) fn column_list(cx: &FileContext, columns: &[String]) -> String {
+    columns
+        .iter()
+        .map(|c| cx.dialect.quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,435 @@
+//! A task file made ready for the rules: Jinja substituted, tokenized once, split into
+//! statements at top-level semicolons and parsed statement by statement (so one unparseable
+//! statement never hides the others), with parser locations turned into byte offsets of the
+//! user's text.
+
+use std::ops::Range;
+
+use sqlparser::ast::{Ident, ObjectName, ObjectNamePart, Spanned, Statement};
+use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::{Location, Span, Token, TokenWithSpan, Tokenizer};
+
+use super::jinja::{self, DbtConfig, RegionKind, Templated};
+use super::{Dialect, KnownKeys, SqlError};
+use crate::config::TableName;
+
+/// Byte offsets of line starts, for turning parser locations (1-based line, 1-based column in
+/// characters) into byte offsets and back.
+#[derive(Debug, Clone)]
+pub struct LineIndex {
+    text: String,
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    pub fn new(text: &str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        LineIndex {
+            text: text.to_string(),
+            starts,
+        }
+    }
+
+    /// The byte offset of a parser location (clamped to the text).
+    pub fn offset(&self, loc: Location) -> usize {
+        let line = (loc.line as usize).max(1);
+        let Some(&start) = self.starts.get(line - 1) else {
+            return self.text.len();
+        };
+        let rest = &self.text[start..];
+        let column = (loc.column as usize).max(1) - 1;
+        start
+            + rest
+                .char_indices()
+                .nth(column)
+                .map(|(i, _)| i)
+                .unwrap_or(rest.len())
+    }
+
+    /// The 1-based line and column (in characters) of a byte offset.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let line = self.starts.partition_point(|&s| s <= offset);
+        let start = self.starts[line - 1];
+        let column = self
+            .text
+            .get(start..offset)
+            .map(|s| s.chars().count())
+            .unwrap_or(0);
+        (line, column + 1)
+    }
+}
+
+/// One token with its byte range.
+#[derive(Debug, Clone)]
+pub struct Tok {
+    pub token: Token,
+    pub range: Range<usize>,
+}
+
+/// One parsed statement.
+#[derive(Debug, Clone)]
+pub struct Stmt {
+    pub ast: Statement,
+    /// From the first to the end of the last significant token.
+    pub range: Range<usize>,
+    /// The `;` that ends it, when there is one.
+    pub semicolon: Option<usize>,
+    /// Its tokens (indexes into [`FileContext::tokens`]), comments and whitespace included.
+    pub tokens: Range<usize>,
+    /// True when a `BEGIN`/`START TRANSACTION` before it is still open.
+    pub in_transaction: bool,
+}
+
+/// A table as the SQL names it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableTarget {
+    pub name: TableName,
+    /// True when the table part was quoted (then names match exactly).
+    pub quoted: bool,
+}
+
+impl std::fmt::Display for TableTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.name)
+    }
+}
+
+/// Everything the rules read about one file.
+pub struct FileContext<'a> {
+    /// The user's text.
+    pub text: &'a str,
+    /// The text with Jinja replaced by placeholders (same offsets).
+    pub templated: Templated,
+    pub source: LineIndex,
+    pub tokens: Vec<Tok>,
+    pub statements: Vec<Stmt>,
+    pub errors: Vec<SqlError>,
+    pub dialect: Dialect,
+    pub keys: &'a KnownKeys,
+    pub dbt: Option<DbtConfig>,
+    /// The file's stem: the table a dbt model builds (`{{ this }}`).
+    pub model: Option<String>,
+}
+
+impl<'a> FileContext<'a> {
+    pub fn new(file: &str, text: &'a str, dialect: Dialect, keys: &'a KnownKeys) -> Self {
+        let templated = jinja::substitute(text);
+        let source = LineIndex::new(&templated.text);
+        let dbt = jinja::dbt_config(text, &templated);
+        let model = std::path::Path::new(file)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned());
+        let mut cx = FileContext {
+            text,
+            templated,
+            source,
+            tokens: Vec::new(),
+            statements: Vec::new(),
+            errors: Vec::new(),
+            dialect,
+            keys,
+            dbt,
+            model,
+        };
+        cx.parse();
+        cx
+    }
+
+    fn parse(&mut self) {
+        let parser_dialect = self.dialect.parser();
+        let raw = match Tokenizer::new(parser_dialect.as_ref(), &self.templated.text)
+            .tokenize_with_location()
+        {
+            Ok(tokens) => tokens,
+            Err(e) => {
+                self.errors.push(SqlError {
+                    line: e.location.line as usize,
+                    column: e.location.column as usize,
+                    message: e.message,
+                });
+                return;
+            }
+        };
+        self.tokens = raw
+            .iter()
+            .map(|t| Tok {
+                token: t.token.clone(),
+                range: self.source.offset(t.span.start)..self.source.offset(t.span.end),
+            })
+            .collect();
+        let mut in_transaction = false;
+        let mut start = 0;
+        for i in 0..=raw.len() {
+            let at_end = i == raw.len();
+            if !at_end && raw[i].token != Token::SemiColon {
+                continue;
+            }
+            let chunk = start..i;
+            start = i + 1;
+            let significant: Vec<usize> = chunk
+                .clone()
+                .filter(|&j| !matches!(raw[j].token, Token::Whitespace(_) | Token::EOF))
+                .collect();
+            let (Some(&first), Some(&last)) = (significant.first(), significant.last()) else {
+                continue;
+            };
+            let tokens: Vec<TokenWithSpan> = raw[chunk.clone()].to_vec();
+            match parse_one(parser_dialect.as_ref(), tokens) {
+                Ok(ast) => {
+                    let opens = matches!(ast, Statement::StartTransaction { .. });
+                    let closes =
+                        matches!(ast, Statement::Commit { .. } | Statement::Rollback { .. });
+                    self.statements.push(Stmt {
+                        ast,
+                        range: self.tokens[first].range.start..self.tokens[last].range.end,
+                        semicolon: (!at_end).then(|| self.tokens[i].range.start),
+                        tokens: chunk,
+                        in_transaction,
+                    });
+                    if opens {
+                        in_transaction = true;
+                    }
+                    if closes {
+                        in_transaction = false;
+                    }
+                }
+                Err(e) => self.errors.push(parser_error(e, raw[first].span.start)),
+            }
+        }
+    }
+
+    /// The byte range of an AST node, widened to balance parentheses (sqlparser's spans of
+    /// calls stop before their closing parenthesis).
+    pub fn extent(&self, node: &impl Spanned) -> Range<usize> {
+        self.span_extent(node.span())
+    }
+
+    /// [`FileContext::extent`] of a span.
+    pub fn span_extent(&self, span: Span) -> Range<usize> {
+        if span.start.line == 0 {
+            return 0..0;
+        }
+        let start = self.source.offset(span.start);
+        let mut end = self.source.offset(span.end);
+        let mut depth: i64 = 0;
+        for t in self.tokens.iter().filter(|t| t.range.start >= start) {
+            if t.range.start >= end && depth <= 0 {
+                break;
+            }
+            match t.token {
+                Token::LParen => depth += 1,
+                Token::RParen => depth -= 1,
+                _ => {}
+            }
+            if t.range.start >= end {
+                end = t.range.end;
+            }
+        }
+        start..end
+    }
+
+    /// The user's text of an AST node (Jinja included).
+    pub fn text_of(&self, node: &impl Spanned) -> &'a str {
+        let r = self.extent(node);
+        self.text.get(r).unwrap_or("")
+    }
+
+    /// The significant tokens of a statement.
+    pub fn significant(&self, stmt: &Stmt) -> impl Iterator<Item = &Tok> {
+        self.tokens[stmt.tokens.clone()]
+            .iter()
+            .filter(|t| !matches!(t.token, Token::Whitespace(_) | Token::EOF))
+    }
+
+    /// The offset of a top-level keyword (outside parentheses) in a statement, at or after
+    /// `from`.
+    pub fn keyword_at_top(&self, stmt: &Stmt, keyword: &str, from: usize) -> Option<usize> {
+        let mut depth = 0i64;
+        for t in self.significant(stmt) {
+            match &t.token {
+                Token::LParen => depth += 1,
+                Token::RParen => depth -= 1,
+                Token::Word(w) if depth == 0 && t.range.start >= from => {
+                    if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(keyword) {
+                        return Some(t.range.start);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// The table an object name stands for: the last two parts, with Jinja resolved where it
+    /// names a table (`{{ this }}` is the model, `{{ ref('x') }}` is `x`, `{{ source('s', 't')
+    /// }}` is `s.t`).
+    pub fn table(&self, name: &ObjectName) -> TableTarget {
+        let idents: Vec<&Ident> = name.0.iter().filter_map(ObjectNamePart::as_ident).collect();
+        let resolve = |ident: &Ident| -> (String, bool) {
+            let at = self.source.offset(ident.span.start);
+            match self.templated.expression_at(at) {
+                Some(region) if region.kind == RegionKind::Expression => {
+                    (self.jinja_table(&region.inner), false)
+                }
+                _ => (ident.value.clone(), ident.quote_style.is_some()),
+            }
+        };
+        match idents.as_slice() {
+            [.., schema, table] => {
+                let (schema, _) = resolve(schema);
+                let (table, quoted) = resolve(table);
+                TableTarget {
+                    name: TableName {
+                        schema: Some(schema),
+                        name: table,
+                    },
+                    quoted,
+                }
+            }
+            [table] => {
+                let (table, quoted) = resolve(table);
+                match table.parse::<TableName>() {
+                    Ok(name) if !quoted && table.contains('.') => TableTarget {
+                        name,
+                        quoted: false,
+                    },
+                    _ => TableTarget {
+                        name: TableName {
+                            schema: None,
+                            name: table,
+                        },
+                        quoted,
+                    },
+                }
+            }
+            [] => TableTarget {
+                name: TableName {
+                    schema: None,
+                    name: name.to_string(),
+                },
+                quoted: false,
+            },
+        }
+    }
+
+    fn jinja_table(&self, inner: &str) -> String {
+        let args = |call: &str| -> Option<Vec<String>> {
+            let rest = inner.strip_prefix(call)?.trim_start().strip_prefix('(')?;
+            let rest = rest.strip_suffix(')')?;
+            Some(
+                rest.split(',')
+                    .map(|a| a.trim().trim_matches(['\'', '"']).to_string())
+                    .collect(),
+            )
+        };
+        if inner == "this" {
+            if let Some(model) = &self.model {
+                return model.clone();
+            }
+        }
+        if let Some(a) = args("ref") {
+            if let Some(last) = a.last() {
+                return last.clone();
+            }
+        }
+        if let Some(a) = args("source") {
+            if a.len() == 2 {
+                return format!("{}.{}", a[0], a[1]);
+            }
+        }
+        format!("{{{{ {inner} }}}}")
+    }
+}
+
+fn parse_one(
+    dialect: &dyn sqlparser::dialect::Dialect,
+    tokens: Vec<TokenWithSpan>,
+) -> Result<Statement, ParserError> {
+    let mut parser = Parser::new(dialect).with_tokens_with_locations(tokens);
+    let statement = parser.parse_statement()?;
+    let next = parser.peek_token();
+    if next.token != Token::EOF {
+        return parser.expected("end of statement", next);
+    }
+    Ok(statement)
+}
+
+/// The parser's message without its ` at Line: L, Column: C` suffix, which becomes the
+/// error's own line and column.
+fn parser_error(e: ParserError, fallback: Location) -> SqlError {
+    let message = match e {
+        ParserError::TokenizerError(m) | ParserError::ParserError(m) => m,
+        ParserError::RecursionLimitExceeded => {
+            "the statement nests too deeply for natkey's parser".to_string()
+        }
+    };
+    if let Some(p) = message.rfind(" at Line: ") {
+        let position = &message[p + " at Line: ".len()..];
+        if let Some((line, column)) = position.split_once(", Column: ") {
+            if let (Ok(line), Ok(column)) = (line.trim().parse(), column.trim().parse()) {
+                return SqlError {
+                    line,
+                    column,
+                    message: message[..p].to_string(),
+                };
+            }
+        }
+    }
+    SqlError {
+        line: fallback.line as usize,
+        column: fallback.column as usize,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_index_round_trips_offsets_with_wide_characters() {
+        let text = "SELECT 'é'\n  , x";
+        let idx = LineIndex::new(text);
+        let at = text.find('x').expect("x");
+        assert_eq!(idx.line_col(at), (2, 5));
+        assert_eq!(idx.offset(Location::new(2, 5)), at);
+        assert_eq!(idx.offset(Location::new(1, 11)), text.find('\n').expect("nl"));
+    }
+
+    #[test]
+    fn statements_know_their_ranges_semicolons_and_transactions() {
+        let keys = KnownKeys::new();
+        let text = "BEGIN;\n-- note\nDELETE FROM t WHERE a = 1 ;\nCOMMIT;\nINSERT INTO t VALUES (1)";
+        let cx = FileContext::new("x.sql", text, Dialect::Postgres, &keys);
+        assert!(cx.errors.is_empty(), "{:?}", cx.errors);
+        assert_eq!(cx.statements.len(), 4);
+        let delete = &cx.statements[1];
+        assert_eq!(&text[delete.range.clone()], "DELETE FROM t WHERE a = 1");
+        assert_eq!(delete.semicolon.map(|s| &text[s..s + 1]), Some(";"));
+        assert!(delete.in_transaction);
+        assert!(!cx.statements[3].in_transaction);
+        assert_eq!(cx.statements[3].semicolon, None);
+    }
+
+    #[test]
+    fn extents_include_closing_parentheses() {
+        let keys = KnownKeys::new();
+        let text = "SELECT coalesce(max(a), 0) + 1 FROM t";
+        let cx = FileContext::new("x.sql", text, Dialect::Postgres, &keys);
+        let Statement::Query(q) = &cx.statements[0].ast else {
+            panic!("a query");
+        };
+        let sqlparser::ast::SetExpr::Select(s) = q.body.as_ref() else {
+            panic!("a select");
+        };
+        let sqlparser::ast::SelectItem::UnnamedExpr(e) = &s.projection[0] else {
+            panic!("an expression");
+        };
+        assert_eq!(cx.text_of(e), "coalesce(max(a), 0) + 1");
+        if let sqlparser::ast::Expr::BinaryOp { left, .. } = e {
+            assert_eq!(cx.text_of(left.as_ref()), "coalesce(max(a), 0)");
+        }
+    }
+}
