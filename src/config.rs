@@ -16,6 +16,85 @@ pub struct Config {
     pub audit: AuditSettings,
     #[serde(default, rename = "table")]
     pub tables: Vec<TableConfig>,
+    /// `[[warehouse]]`: the warehouses `natkey serve` audits, by name.
+    #[serde(default, rename = "warehouse")]
+    pub warehouses: Vec<WarehouseConfig>,
+    /// `[server]`: where `natkey serve` listens and who may use it.
+    #[serde(default)]
+    pub server: ServerSettings,
+    /// `[store]`: natkey's own SQLite database (runs, reports, confirmed keys).
+    #[serde(default)]
+    pub store: StoreSettings,
+}
+
+/// One `[[warehouse]]` entry of `natkey serve`. The URL comes from `url`, or (to keep a password
+/// out of the file) from the environment variable named by `url_env`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarehouseConfig {
+    pub name: String,
+    pub url: Option<String>,
+    pub url_env: Option<String>,
+    /// Only these schemas (all non-system schemas when absent).
+    #[serde(default)]
+    pub schemas: Vec<String>,
+}
+
+impl WarehouseConfig {
+    /// The URL, read from the environment when `url_env` names a variable.
+    pub fn resolve_url(&self) -> Result<String, String> {
+        match (&self.url, &self.url_env) {
+            (Some(url), None) => Ok(url.clone()),
+            (None, Some(var)) => std::env::var(var).map_err(|_| {
+                format!(
+                    "[[warehouse]] {:?}: the environment variable {var} (url_env) is not set",
+                    self.name
+                )
+            }),
+            _ => Err(format!(
+                "[[warehouse]] {:?}: give exactly one of url or url_env",
+                self.name
+            )),
+        }
+    }
+}
+
+/// `[server]` of `natkey serve`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// `host:port` (default `127.0.0.1:8080`).
+    pub bind: Option<String>,
+    #[serde(default)]
+    pub auth: AuthMode,
+    /// For `auth = "token"`: the environment variable holding the shared token.
+    pub token_env: Option<String>,
+    /// For `auth = "proxy"`: the header the reverse proxy sets (default `X-Forwarded-User`).
+    pub proxy_header: Option<String>,
+    /// For `auth = "proxy"`: the proxy addresses trusted to set that header (IP addresses).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+}
+
+/// Who may use `natkey serve`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Anyone who can reach the address (the default; meant for loopback).
+    #[default]
+    None,
+    /// A shared token: `Authorization: Bearer ...` or the login form's cookie.
+    Token,
+    /// A user header set by the company's reverse proxy, from `trusted_proxies` only.
+    Proxy,
+}
+
+/// `[store]` of `natkey serve`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// Default `natkey-data/natkey.db`.
+    pub path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -29,6 +29,8 @@ pub struct AuditOptions {
     pub infer: InferOptions,
     /// How many duplicate groups the report shows per table.
     pub sample_groups: usize,
+    /// Keys learned from existing dedupe jobs (source `dedupe_job`).
+    pub dedupe_keys: Vec<keys::KeyHint>,
 }
 
 impl Default for AuditOptions {
@@ -39,6 +41,7 @@ impl Default for AuditOptions {
             sample_rows: 20_000,
             infer: InferOptions::default(),
             sample_groups: 5,
+            dedupe_keys: Vec::new(),
         }
     }
 }
@@ -260,7 +263,28 @@ async fn fill_table_report(
     report.surrogate_key = roles.surrogate_key.clone();
     report.load_metadata = roles.load_metadata.clone();
     report.payload = roles.payload.clone();
-    report.survivor = keys::survivor(&info, &roles, &sample, table_config);
+    let hint = options.dedupe_keys.iter().find(|h| h.table.matches(table));
+    if let Some(h) = hint {
+        let survivor_column = h.survivor.as_ref().and_then(|s| s.column());
+        for column in h
+            .natural_key
+            .iter()
+            .map(String::as_str)
+            .chain(survivor_column)
+        {
+            if info.column(column).is_none() {
+                return Err(format!(
+                    "the dedupe job for {} names column {column:?}, which the table does not have",
+                    h.table
+                ));
+            }
+        }
+    }
+    // Survivor rule: the config's, else the dedupe job's ORDER BY, else the default.
+    report.survivor = table_config
+        .and_then(|c| c.survivor.clone())
+        .or_else(|| hint.and_then(|h| h.survivor.clone()))
+        .or_else(|| keys::survivor(&info, &roles, &sample, None));
 
     let ctx = TableContext {
         info: &info,
@@ -268,39 +292,40 @@ async fn fill_table_report(
         config: table_config,
         sample: &sample,
     };
-    let (key, figures) = match keys::resolve(&info, &roles, table_config, &sample, &options.infer) {
-        Resolution::NoKey(reason) => {
-            report.status = Status::NoKey;
-            report.message = Some(reason);
-            return Ok(());
-        }
-        Resolution::Known(key) if key.enforced => {
-            report.rows = Some(count_rows(wh, &info).await?);
-            for figure in [
-                &mut report.duplicate_groups,
-                &mut report.rows_in_duplicate_groups,
-                &mut report.excess_rows,
-                &mut report.exact_groups,
-                &mut report.conflicting_groups,
-                &mut report.null_key_groups,
-            ] {
-                *figure = Some(0);
+    let (key, figures) =
+        match keys::resolve(&info, &roles, table_config, hint, &sample, &options.infer) {
+            Resolution::NoKey(reason) => {
+                report.status = Status::NoKey;
+                report.message = Some(reason);
+                return Ok(());
             }
-            report.natural_key = Some(key);
-            report.status = Status::Enforced;
-            return Ok(());
-        }
-        Resolution::Known(key) => {
-            let figures = scan(wh, &ctx, &key.columns, false, report).await?;
-            (key, figures)
-        }
-        Resolution::Inferred(candidates) => {
-            match confirm_inferred(wh, &ctx, candidates, report).await? {
-                Some(found) => found,
-                None => return Ok(()),
+            Resolution::Known(key) if key.enforced => {
+                report.rows = Some(count_rows(wh, &info).await?);
+                for figure in [
+                    &mut report.duplicate_groups,
+                    &mut report.rows_in_duplicate_groups,
+                    &mut report.excess_rows,
+                    &mut report.exact_groups,
+                    &mut report.conflicting_groups,
+                    &mut report.null_key_groups,
+                ] {
+                    *figure = Some(0);
+                }
+                report.natural_key = Some(key);
+                report.status = Status::Enforced;
+                return Ok(());
             }
-        }
-    };
+            Resolution::Known(key) => {
+                let figures = scan(wh, &ctx, &key.columns, false, report).await?;
+                (key, figures)
+            }
+            Resolution::Inferred(candidates) => {
+                match confirm_inferred(wh, &ctx, candidates, report).await? {
+                    Some(found) => found,
+                    None => return Ok(()),
+                }
+            }
+        };
 
     report.rows = Some(figures.rows);
     report.duplicate_groups = Some(figures.duplicate_groups);

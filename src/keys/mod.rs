@@ -229,6 +229,7 @@ pub fn resolve(
     info: &TableInfo,
     roles: &ColumnRoles,
     config: Option<&TableConfig>,
+    dedupe_job: Option<&KeyHint>,
     sample: &Sample,
     options: &InferOptions,
 ) -> Resolution {
@@ -245,7 +246,25 @@ pub fn resolve(
     if let Some(key) = declared_key(info, roles) {
         return Resolution::Known(key);
     }
+    if let Some(hint) = dedupe_job {
+        return Resolution::Known(NaturalKey {
+            columns: hint.natural_key.clone(),
+            source: KeySource::DedupeJob,
+            confidence: 1.0,
+            enforced: is_enforced_by_a_constraint(info, &hint.natural_key),
+            candidates: Vec::new(),
+        });
+    }
     infer_candidates(info, roles, sample, options)
+}
+
+/// A natural key learned outside the table: the PARTITION BY / GROUP BY columns and the ORDER BY
+/// of an existing dedupe job (`natkey rewrite --dedupe-job`), source `dedupe_job`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyHint {
+    pub table: crate::config::TableName,
+    pub natural_key: Vec<String>,
+    pub survivor: Option<SurvivorRule>,
 }
 
 /// The best PRIMARY KEY or UNIQUE constraint that is not made of surrogate or load-metadata
@@ -468,9 +487,14 @@ mod tests {
             ],
         );
         let roles = detect_roles(&info, None, &empty());
-        let Resolution::Known(key) =
-            resolve(&info, &roles, None, &empty(), &InferOptions::default())
-        else {
+        let Resolution::Known(key) = resolve(
+            &info,
+            &roles,
+            None,
+            None,
+            &empty(),
+            &InferOptions::default(),
+        ) else {
             panic!("declared key expected");
         };
         assert_eq!(key.source, KeySource::Declared);

@@ -130,9 +130,9 @@ fn delete_target(d: &Delete) -> Option<(&ObjectName, Option<String>)> {
 }
 
 /// Every plain table of a FROM list (joins included) with its alias.
-fn table_factors(from: &[TableWithJoins]) -> Vec<(&ObjectName, Option<String>)> {
+fn table_factors<'a>(from: &'a [TableWithJoins]) -> Vec<(&'a ObjectName, Option<String>)> {
     let mut out = Vec::new();
-    let mut push = |f: &'_ TableFactor| {
+    let push = |f: &'a TableFactor| -> Option<(&'a ObjectName, Option<String>)> {
         if let TableFactor::Table { name, alias, .. } = f {
             Some((name, alias.as_ref().map(|a| a.name.value.clone())))
         } else {

@@ -27,7 +27,7 @@ pub async fn learn_warehouse_keys(
     let mut warnings = Vec::new();
     let mut seen: Vec<TableRef> = Vec::new();
     for target in targets {
-        let Some(table) = tables.iter().find(|t| matches(target, t)) else {
+        let Some(table) = tables.tables.iter().find(|t| matches(target, t)) else {
             continue;
         };
         if seen.contains(table) {
@@ -146,7 +146,7 @@ pub async fn discover(warehouse: &mut Warehouse) -> Result<Vec<Discovered>, Stri
         };
         let writes_audited_table = super::write_targets(&query, Dialect::Postgres)
             .iter()
-            .any(|t| tables.iter().any(|table| matches(t, table)));
+            .any(|t| tables.tables.iter().any(|table| matches(t, table)));
         if writes_audited_table {
             out.push(Discovered {
                 queryid,

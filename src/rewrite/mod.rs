@@ -14,7 +14,7 @@
 //! - `rules/`: one file per rule, its tests beside it.
 //! - `dedupe.rs`: natural keys and survivor rules learned from an existing dedupe job.
 //! - `discover.rs`: write statements found in `pg_stat_statements`.
-//! - `diff.rs`: the unified diff shown for a rewrite.
+//! - `diff.rs`: the unified diff shown for a rewrite; `render.rs`: the terminal output.
 //!
 //! [`Warehouse`]: crate::warehouse::Warehouse
 
@@ -23,21 +23,20 @@ mod diff;
 pub mod discover;
 mod edit;
 mod jinja;
+mod render;
 pub mod rules;
 mod source;
 
-use std::fmt;
 use std::path::Path;
-use std::str::FromStr;
 
 use serde::Serialize;
 
 use crate::config::{Config, SurvivorRule, TableName};
 use crate::keys::KeySource;
-use crate::warehouse::Engine;
 
 pub use self::dedupe::{LearnedKey, learn_keys};
 pub use self::diff::unified_diff;
+pub use self::render::{render_file, render_summary};
 pub use self::source::TableTarget;
 
 use self::edit::Edit;
@@ -47,145 +46,28 @@ use self::source::FileContext;
 /// data dump passed by mistake.
 pub const MAX_FILE_BYTES: usize = 10 * 1024 * 1024;
 
-/// The SQL dialects the rewriter parses and writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Dialect {
-    Postgres,
-    #[serde(rename = "mysql")]
-    MySql,
-    Sqlite,
-    Snowflake,
-    #[serde(rename = "bigquery")]
-    BigQuery,
-    Redshift,
-    Databricks,
-}
+/// The dialects the rewriter reads and writes: natkey's one [`crate::dialect::Dialect`]
+/// (parsing, identifier quoting), shared with the planner.
+pub use crate::dialect::Dialect;
 
-impl Dialect {
-    pub const ALL: [Dialect; 7] = [
-        Dialect::Postgres,
-        Dialect::MySql,
-        Dialect::Sqlite,
-        Dialect::Snowflake,
-        Dialect::BigQuery,
-        Dialect::Redshift,
-        Dialect::Databricks,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Dialect::Postgres => "postgres",
-            Dialect::MySql => "mysql",
-            Dialect::Sqlite => "sqlite",
-            Dialect::Snowflake => "snowflake",
-            Dialect::BigQuery => "bigquery",
-            Dialect::Redshift => "redshift",
-            Dialect::Databricks => "databricks",
+/// `BEGIN` / `COMMIT` as a dialect spells them, when it has multi-statement transactions.
+pub(crate) fn transaction_words(dialect: Dialect) -> Option<(&'static str, &'static str)> {
+    match dialect {
+        Dialect::Postgres | Dialect::Sqlite | Dialect::Redshift | Dialect::Snowflake => {
+            Some(("BEGIN;", "COMMIT;"))
         }
-    }
-
-    /// The sqlparser dialect that reads this SQL.
-    pub fn parser(self) -> Box<dyn sqlparser::dialect::Dialect> {
-        use sqlparser::dialect as d;
-        match self {
-            Dialect::Postgres => Box::new(d::PostgreSqlDialect {}),
-            Dialect::MySql => Box::new(d::MySqlDialect {}),
-            Dialect::Sqlite => Box::new(d::SQLiteDialect {}),
-            Dialect::Snowflake => Box::new(d::SnowflakeDialect),
-            Dialect::BigQuery => Box::new(d::BigQueryDialect),
-            Dialect::Redshift => Box::new(d::RedshiftSqlDialect {}),
-            Dialect::Databricks => Box::new(d::DatabricksDialect),
-        }
-    }
-
-    /// The engine natkey connects to for this dialect, when it can.
-    pub fn engine(self) -> Option<Engine> {
-        match self {
-            Dialect::Postgres => Some(Engine::Postgres),
-            Dialect::MySql => Some(Engine::MySql),
-            Dialect::Sqlite => Some(Engine::Sqlite),
-            _ => None,
-        }
-    }
-
-    /// The dialect of a warehouse natkey is connected to.
-    pub fn of_engine(engine: Engine) -> Dialect {
-        match engine {
-            Engine::Postgres => Dialect::Postgres,
-            Engine::MySql => Dialect::MySql,
-            Engine::Sqlite => Dialect::Sqlite,
-        }
-    }
-
-    /// Quotes an identifier for this dialect. **Invariant:** every name the rewriter generates
-    /// into SQL goes through here: [`Engine::quote_ident`] for the engines natkey connects to,
-    /// and this one match for the engines it only writes for.
-    pub fn quote_ident(self, ident: &str) -> String {
-        match self.engine() {
-            Some(engine) => engine.quote_ident(ident),
-            None => match self {
-                Dialect::BigQuery | Dialect::Databricks => {
-                    format!("`{}`", ident.replace('`', "``"))
-                }
-                _ => format!("\"{}\"", ident.replace('"', "\"\"")),
-            },
-        }
-    }
-
-    /// True when the engine enforces PRIMARY KEY / UNIQUE, so `ON CONFLICT` and friends work.
-    pub fn enforces_unique(self) -> bool {
-        matches!(self, Dialect::Postgres | Dialect::MySql | Dialect::Sqlite)
-    }
-
-    /// `BEGIN` / `COMMIT` as this dialect spells them, when it has multi-statement transactions.
-    pub fn transaction(self) -> Option<(&'static str, &'static str)> {
-        match self {
-            Dialect::Postgres | Dialect::Sqlite | Dialect::Redshift | Dialect::Snowflake => {
-                Some(("BEGIN;", "COMMIT;"))
-            }
-            Dialect::MySql => Some(("START TRANSACTION;", "COMMIT;")),
-            Dialect::BigQuery => Some(("BEGIN TRANSACTION;", "COMMIT TRANSACTION;")),
-            Dialect::Databricks => None,
-        }
-    }
-
-    /// The null-safe equality operator between two expressions.
-    pub fn null_safe_eq(self) -> &'static str {
-        match self {
-            Dialect::MySql | Dialect::Databricks => "<=>",
-            Dialect::Sqlite => "IS",
-            _ => "IS NOT DISTINCT FROM",
-        }
+        Dialect::MySql => Some(("START TRANSACTION;", "COMMIT;")),
+        Dialect::BigQuery => Some(("BEGIN TRANSACTION;", "COMMIT TRANSACTION;")),
+        Dialect::Databricks => None,
     }
 }
 
-impl fmt::Display for Dialect {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Dialect {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let wanted = text.trim().to_ascii_lowercase();
-        let alias = match wanted.as_str() {
-            "postgresql" => "postgres",
-            "mariadb" => "mysql",
-            "spark" => "databricks",
-            other => other,
-        };
-        Dialect::ALL
-            .into_iter()
-            .find(|d| d.name() == alias)
-            .ok_or_else(|| {
-                format!(
-                    "unknown dialect {text:?}: use one of {}",
-                    Dialect::ALL.map(Dialect::name).join(", ")
-                )
-            })
+/// A dialect's null-safe equality operator (two NULL keys are the same key).
+pub(crate) fn null_safe_eq(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::MySql | Dialect::Databricks => "<=>",
+        Dialect::Sqlite => "IS",
+        _ => "IS NOT DISTINCT FROM",
     }
 }
 
@@ -599,23 +481,6 @@ pub(crate) mod test_support {
 mod tests {
     use super::test_support::*;
     use super::*;
-
-    #[test]
-    fn unknown_dialects_list_the_valid_names() {
-        let err = "oracle".parse::<Dialect>().expect_err("unknown");
-        assert!(err.contains("postgres") && err.contains("databricks"), "{err}");
-        assert_eq!("PostgreSQL".parse::<Dialect>(), Ok(Dialect::Postgres));
-        assert_eq!("bigquery".parse::<Dialect>(), Ok(Dialect::BigQuery));
-    }
-
-    #[test]
-    fn identifiers_are_quoted_for_every_dialect() {
-        let name = "we\"ird`name";
-        assert_eq!(Dialect::Postgres.quote_ident(name), "\"we\"\"ird`name\"");
-        assert_eq!(Dialect::MySql.quote_ident(name), "`we\"ird``name`");
-        assert_eq!(Dialect::BigQuery.quote_ident(name), "`we\"ird``name`");
-        assert_eq!(Dialect::Snowflake.quote_ident(name), "\"we\"\"ird`name\"");
-    }
 
     #[test]
     fn natural_key_flags_parse_and_explain_mistakes() {

@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 
-use sqlparser::ast::{Ident, ObjectName, ObjectNamePart, Spanned, Statement};
+use sqlparser::ast::{Assignment, Expr, Ident, ObjectName, ObjectNamePart, Spanned, Statement};
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Location, Span, Token, TokenWithSpan, Tokenizer};
 
@@ -76,8 +76,6 @@ pub struct Stmt {
     pub range: Range<usize>,
     /// The `;` that ends it, when there is one.
     pub semicolon: Option<usize>,
-    /// Its tokens (indexes into [`FileContext::tokens`]), comments and whitespace included.
-    pub tokens: Range<usize>,
     /// True when a `BEGIN`/`START TRANSACTION` before it is still open.
     pub in_transaction: bool,
 }
@@ -185,7 +183,6 @@ impl<'a> FileContext<'a> {
                         ast,
                         range: self.tokens[first].range.start..self.tokens[last].range.end,
                         semicolon: (!at_end).then(|| self.tokens[i].range.start),
-                        tokens: chunk,
                         in_transaction,
                     });
                     if opens {
@@ -202,8 +199,35 @@ impl<'a> FileContext<'a> {
 
     /// The byte range of an AST node, widened to balance parentheses (sqlparser's spans of
     /// calls stop before their closing parenthesis).
-    pub fn extent(&self, node: &impl Spanned) -> Range<usize> {
-        self.span_extent(node.span())
+    ///
+    /// An expression that ends in a call without arguments (`gen_random_uuid()`, `x + now()`)
+    /// has a span that stops at the name: it is widened over the `()` too.
+    pub fn extent<T: Spanned + 'static>(&self, node: &T) -> Range<usize> {
+        let range = self.span_extent(node.span());
+        let any: &dyn std::any::Any = node;
+        let is_expression = any.is::<Expr>() || any.is::<Assignment>();
+        if !is_expression || range.is_empty() {
+            return range;
+        }
+        let mut after = self
+            .tokens
+            .iter()
+            .skip_while(|t| t.range.start < range.end)
+            .filter(|t| !matches!(t.token, Token::Whitespace(_)));
+        let ends_in_word = self
+            .tokens
+            .iter()
+            .rev()
+            .find(|t| t.range.end <= range.end && !matches!(t.token, Token::Whitespace(_)))
+            .is_some_and(|t| matches!(t.token, Token::Word(_)));
+        match (ends_in_word, after.next(), after.next()) {
+            (true, Some(open), Some(close))
+                if open.token == Token::LParen && close.token == Token::RParen =>
+            {
+                range.start..close.range.end
+            }
+            _ => range,
+        }
     }
 
     /// [`FileContext::extent`] of a span.
@@ -231,35 +255,9 @@ impl<'a> FileContext<'a> {
     }
 
     /// The user's text of an AST node (Jinja included).
-    pub fn text_of(&self, node: &impl Spanned) -> &'a str {
+    pub fn text_of<T: Spanned + 'static>(&self, node: &T) -> &'a str {
         let r = self.extent(node);
         self.text.get(r).unwrap_or("")
-    }
-
-    /// The significant tokens of a statement.
-    pub fn significant(&self, stmt: &Stmt) -> impl Iterator<Item = &Tok> {
-        self.tokens[stmt.tokens.clone()]
-            .iter()
-            .filter(|t| !matches!(t.token, Token::Whitespace(_) | Token::EOF))
-    }
-
-    /// The offset of a top-level keyword (outside parentheses) in a statement, at or after
-    /// `from`.
-    pub fn keyword_at_top(&self, stmt: &Stmt, keyword: &str, from: usize) -> Option<usize> {
-        let mut depth = 0i64;
-        for t in self.significant(stmt) {
-            match &t.token {
-                Token::LParen => depth += 1,
-                Token::RParen => depth -= 1,
-                Token::Word(w) if depth == 0 && t.range.start >= from => {
-                    if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(keyword) {
-                        return Some(t.range.start);
-                    }
-                }
-                _ => {}
-            }
-        }
-        None
     }
 
     /// The table an object name stands for: the last two parts, with Jinja resolved where it

@@ -109,7 +109,7 @@ fn check_predicate(cx: &FileContext, predicate: &Expr, keys: &TableKeys, out: &m
             if left_end >= right_start {
                 return;
             }
-            let operator = cx.dialect.null_safe_eq();
+            let operator = crate::rewrite::null_safe_eq(cx.dialect);
             out.push(Hit {
                 rule: NAME,
                 at: cx.extent(predicate).start,

@@ -140,7 +140,7 @@ pub(crate) fn check(cx: &FileContext, out: &mut Vec<Hit>) {
         let transaction = if view.stmt.in_transaction {
             Some(("", ""))
         } else {
-            cx.dialect.transaction()
+            crate::rewrite::transaction_words(cx.dialect)
         };
         let (Some(column), Some((begin, commit))) = (&filter.target_column, transaction) else {
             out.push(Hit {
@@ -150,7 +150,7 @@ pub(crate) fn check(cx: &FileContext, out: &mut Vec<Hit>) {
                 fix: format!(
                     "Replace the partition instead of appending to it: {} (natkey could not \
                      tell which column of {} holds the partition{}).",
-                    match cx.dialect.transaction() {
+                    match crate::rewrite::transaction_words(cx.dialect) {
                         Some((b, c)) => format!(
                             "{b} DELETE FROM {target} WHERE <partition column> = {value}; this \
                              INSERT; {c}"

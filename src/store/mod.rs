@@ -1,0 +1,432 @@
+//! natkey's own SQLite store: audit runs, their reports, and the natural keys people confirmed
+//! on the table page. Opened in WAL mode and written in transactions, so a kill at any moment
+//! leaves it consistent; migrations (`migrations/`) are embedded in the binary and applied on
+//! open.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::Serialize;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
+
+use crate::audit::report::Report;
+
+/// A failure of natkey's own store, with the file it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("opening natkey's store {path}: {message}")]
+    Open { path: String, message: String },
+    #[error("natkey's store: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("natkey's store holds an unreadable report for run {run}: {message}")]
+    BadReport { run: i64, message: String },
+}
+
+/// Where a run is in its life. `Interrupted`: it was queued or running when natkey stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+
+    /// Whether the run will still change.
+    pub fn is_active(self) -> bool {
+        matches!(self, RunStatus::Queued | RunStatus::Running)
+    }
+}
+
+impl FromStr for RunStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "queued" => RunStatus::Queued,
+            "running" => RunStatus::Running,
+            "succeeded" => RunStatus::Succeeded,
+            "failed" => RunStatus::Failed,
+            "interrupted" => RunStatus::Interrupted,
+            other => return Err(format!("unknown run status {other:?}")),
+        })
+    }
+}
+
+/// One audit run as the store keeps it (the report itself is loaded separately).
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    pub id: i64,
+    pub warehouse: String,
+    pub status: RunStatus,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub tables_done: i64,
+    pub tables_total: Option<i64>,
+    pub current_table: Option<String>,
+    pub error: Option<String>,
+    pub tables: Option<i64>,
+    pub with_duplicates: Option<i64>,
+    pub excess_rows: Option<i64>,
+}
+
+/// A natural key confirmed or changed by a person.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KeyOverride {
+    pub warehouse: String,
+    pub schema: String,
+    pub table: String,
+    pub natural_key: Vec<String>,
+    pub updated_at: String,
+    pub updated_by: Option<String>,
+}
+
+/// The store: a small pool of SQLite connections.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+const RUN_COLUMNS: &str = "id, warehouse, status, created_at, started_at, finished_at, \
+     tables_done, tables_total, current_table, error, tables, with_duplicates, excess_rows";
+
+fn migrator() -> Migrator {
+    let migration = |version: i64, description: &'static str, sql: &'static str| {
+        Migration::new(
+            version,
+            Cow::Borrowed(description),
+            MigrationType::Simple,
+            AssertSqlSafe(sql).into_sql_str(),
+            false,
+        )
+    };
+    Migrator::with_migrations(vec![migration(
+        20261203000001,
+        "store",
+        include_str!("../../migrations/20261203000001_store.sql"),
+    )])
+}
+
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+impl Store {
+    /// Opens (creating and migrating) the store at `path`, then marks the runs a previous
+    /// process left queued or running as `interrupted`.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        let open_error = |message: String| StoreError::Open {
+            path: path.display().to_string(),
+            message,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| open_error(e.to_string()))?;
+        migrator()
+            .run(&pool)
+            .await
+            .map_err(|e| open_error(format!("migrating: {e}")))?;
+        let store = Store { pool };
+        store.mark_interrupted().await?;
+        Ok(store)
+    }
+
+    async fn mark_interrupted(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'interrupted', finished_at = ?, \
+             error = 'natkey stopped while this audit ran' \
+             WHERE status IN ('queued', 'running')",
+        )
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Queues an audit of `warehouse`, or returns the one already queued or running (a second
+    /// click joins the first). The bool says whether a new run was created.
+    pub async fn queue_run(&self, warehouse: &str) -> Result<(i64, bool), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let existing: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM runs WHERE warehouse = ? AND status IN ('queued', 'running')",
+        )
+        .bind(warehouse)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(id) = existing {
+            return Ok((id, false));
+        }
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO runs (warehouse, status, created_at) VALUES (?, 'queued', ?) RETURNING id",
+        )
+        .bind(warehouse)
+        .bind(now())
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((id, true))
+    }
+
+    pub async fn mark_running(&self, id: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE runs SET status = 'running', started_at = ? WHERE id = ?")
+            .bind(now())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn record_progress(
+        &self,
+        id: i64,
+        done: i64,
+        total: i64,
+        current: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE runs SET tables_done = ?, tables_total = ?, current_table = ? \
+             WHERE id = ? AND status = 'running'",
+        )
+        .bind(done)
+        .bind(total)
+        .bind(current)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Stores the report and marks the run succeeded, in one transaction.
+    pub async fn finish_run(&self, id: i64, report: &Report) -> Result<(), StoreError> {
+        let json = serde_json::to_string(report).map_err(|e| StoreError::BadReport {
+            run: id,
+            message: e.to_string(),
+        })?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT OR REPLACE INTO reports (run_id, json) VALUES (?, ?)")
+            .bind(id)
+            .bind(json)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE runs SET status = 'succeeded', finished_at = ?, current_table = NULL, \
+             tables_done = ?, tables_total = ?, tables = ?, with_duplicates = ?, excess_rows = ? \
+             WHERE id = ?",
+        )
+        .bind(now())
+        .bind(report.tables.len() as i64)
+        .bind(report.tables.len() as i64)
+        .bind(report.summary.tables as i64)
+        .bind(report.summary.with_duplicates as i64)
+        .bind(report.summary.excess_rows)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn fail_run(&self, id: i64, error: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE runs SET status = 'failed', finished_at = ?, current_table = NULL, error = ? \
+             WHERE id = ?",
+        )
+        .bind(now())
+        .bind(error)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn run(&self, id: i64) -> Result<Option<Run>, StoreError> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| run_from_row(&r)).transpose()
+    }
+
+    /// The latest `limit` runs of a warehouse, newest first.
+    pub async fn runs_of(&self, warehouse: &str, limit: i64) -> Result<Vec<Run>, StoreError> {
+        let sql =
+            format!("SELECT {RUN_COLUMNS} FROM runs WHERE warehouse = ? ORDER BY id DESC LIMIT ?");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(warehouse)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    pub async fn report(&self, id: i64) -> Result<Option<Report>, StoreError> {
+        let json: Option<String> = sqlx::query_scalar("SELECT json FROM reports WHERE run_id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        json.map(|text| {
+            serde_json::from_str(&text).map_err(|e| StoreError::BadReport {
+                run: id,
+                message: e.to_string(),
+            })
+        })
+        .transpose()
+    }
+
+    /// Saves (replacing) the natural key a person chose for a table.
+    pub async fn set_key_override(
+        &self,
+        warehouse: &str,
+        schema: &str,
+        table: &str,
+        natural_key: &[String],
+        updated_by: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let key = serde_json::to_string(natural_key).map_err(|e| StoreError::BadReport {
+            run: 0,
+            message: e.to_string(),
+        })?;
+        sqlx::query(
+            "INSERT INTO key_overrides \
+                 (warehouse, schema_name, table_name, natural_key, updated_at, updated_by) \
+             VALUES (?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (warehouse, schema_name, table_name) DO UPDATE SET \
+                 natural_key = excluded.natural_key, updated_at = excluded.updated_at, \
+                 updated_by = excluded.updated_by",
+        )
+        .bind(warehouse)
+        .bind(schema)
+        .bind(table)
+        .bind(key)
+        .bind(now())
+        .bind(updated_by)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn key_overrides(&self, warehouse: &str) -> Result<Vec<KeyOverride>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT warehouse, schema_name, table_name, natural_key, updated_at, updated_by \
+             FROM key_overrides WHERE warehouse = ? ORDER BY schema_name, table_name",
+        )
+        .bind(warehouse)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let key: String = r.try_get("natural_key")?;
+                Ok(KeyOverride {
+                    warehouse: r.try_get("warehouse")?,
+                    schema: r.try_get("schema_name")?,
+                    table: r.try_get("table_name")?,
+                    natural_key: serde_json::from_str(&key).unwrap_or_default(),
+                    updated_at: r.try_get("updated_at")?,
+                    updated_by: r.try_get("updated_by")?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn run_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Run, StoreError> {
+    let status: String = r.try_get("status")?;
+    Ok(Run {
+        id: r.try_get("id")?,
+        warehouse: r.try_get("warehouse")?,
+        status: status.parse().map_err(|message| StoreError::BadReport {
+            run: r.try_get("id").unwrap_or(0),
+            message,
+        })?,
+        created_at: r.try_get("created_at")?,
+        started_at: r.try_get("started_at")?,
+        finished_at: r.try_get("finished_at")?,
+        tables_done: r.try_get("tables_done")?,
+        tables_total: r.try_get("tables_total")?,
+        current_table: r.try_get("current_table")?,
+        error: r.try_get("error")?,
+        tables: r.try_get("tables")?,
+        with_duplicates: r.try_get("with_duplicates")?,
+        excess_rows: r.try_get("excess_rows")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_path(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "natkey-store-{name}-{}-{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+        ));
+        dir.join("natkey.db")
+    }
+
+    #[tokio::test]
+    async fn a_restart_marks_unfinished_runs_interrupted_and_a_second_click_joins_the_first() {
+        let path = temp_path("restart");
+        let store = Store::open(&path).await.expect("opens");
+        let (first, created) = store.queue_run("dw").await.expect("queues");
+        assert!(created);
+        let (again, created) = store.queue_run("dw").await.expect("queues");
+        assert_eq!((again, created), (first, false));
+        store.mark_running(first).await.expect("runs");
+        drop(store);
+        let store = Store::open(&path).await.expect("reopens");
+        let run = store.run(first).await.expect("reads").expect("exists");
+        assert_eq!(run.status, RunStatus::Interrupted);
+        let (next, created) = store.queue_run("dw").await.expect("queues");
+        assert!(created && next != first);
+        let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+    }
+
+    #[tokio::test]
+    async fn a_confirmed_key_replaces_the_previous_one() {
+        let path = temp_path("keys");
+        let store = Store::open(&path).await.expect("opens");
+        let key = |cols: &[&str]| cols.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+        store
+            .set_key_override("dw", "s", "t", &key(&["a"]), None)
+            .await
+            .expect("saves");
+        store
+            .set_key_override("dw", "s", "t", &key(&["a", "b"]), Some("ann"))
+            .await
+            .expect("saves");
+        let overrides = store.key_overrides("dw").await.expect("reads");
+        assert_eq!(overrides.len(), 1);
+        assert_eq!(overrides[0].natural_key, key(&["a", "b"]));
+        assert_eq!(overrides[0].updated_by.as_deref(), Some("ann"));
+        let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+    }
+}

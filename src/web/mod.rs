@@ -1,0 +1,166 @@
+//! `natkey serve`: the intranet web app. Server-rendered pages (askama templates in
+//! `templates/`) that read without JavaScript, enhanced by the plain scripts in `static/`, and a
+//! JSON API under `/api/` for everything the pages show.
+//!
+//! One file per page area: `overview.rs` (warehouses, latest audit, trend), `runs.rs` (an audit
+//! run: live progress, the table list, exports, the runner that executes audits in the
+//! background), `table.rs` (one table's evidence, key form, chart, samples, plans), `rewrite.rs`
+//! (task-SQL analysis), `security.rs` (auth, CSRF, headers, body limit), `error.rs` (the one
+//! error type, with its JSON twin for `/api`).
+//!
+//! **Invariant:** warehouse connections are only ever the read-only
+//! [`crate::warehouse::Warehouse`]; the web app writes only to natkey's own store.
+
+mod assets;
+mod error;
+mod format;
+mod overview;
+mod rewrite;
+mod runs;
+mod security;
+mod table;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+use crate::audit::report::Report;
+use crate::config::{AuthMode, Config};
+use crate::store::Store;
+use crate::warehouse::WarehouseUrl;
+
+pub use self::error::WebError;
+pub use self::rewrite::{RewriteOutcome, TaskAnalyzer};
+pub use self::runs::start_run;
+
+/// The largest request body natkey accepts (a pasted task SQL is far smaller).
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// A warehouse the app may audit. The URL's password never leaves this struct: pages show
+/// [`WarehouseUrl::redacted`].
+#[derive(Clone)]
+pub struct WarehouseEntry {
+    pub name: String,
+    pub url: WarehouseUrl,
+    pub schemas: Vec<String>,
+}
+
+/// Who may use the app (from `[server]`).
+#[derive(Clone, Debug, Default)]
+pub struct AuthSettings {
+    pub mode: AuthMode,
+    /// The shared token of `auth = "token"`.
+    pub token: Option<String>,
+    /// The user header of `auth = "proxy"`.
+    pub proxy_header: String,
+    /// Proxy addresses trusted to set it.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+/// Progress of a running audit, kept in memory for the live page (the store has it too).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct LiveProgress {
+    pub done: usize,
+    pub total: usize,
+    pub current: Option<String>,
+}
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub inner: Arc<Inner>,
+}
+
+pub struct Inner {
+    pub store: Store,
+    pub config: Config,
+    pub warehouses: Vec<WarehouseEntry>,
+    pub auth: AuthSettings,
+    /// The task-SQL analyzer; `None` until natkey's rewriter is wired in.
+    pub analyzer: Option<Arc<dyn TaskAnalyzer>>,
+    pub live: Mutex<HashMap<i64, LiveProgress>>,
+    /// Parsed reports of finished runs (a report never changes once stored).
+    pub reports: Mutex<HashMap<i64, Arc<Report>>>,
+}
+
+impl AppState {
+    pub fn new(
+        store: Store,
+        config: Config,
+        warehouses: Vec<WarehouseEntry>,
+        auth: AuthSettings,
+        analyzer: Option<Arc<dyn TaskAnalyzer>>,
+    ) -> AppState {
+        AppState {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                warehouses,
+                auth,
+                analyzer,
+                live: Mutex::new(HashMap::new()),
+                reports: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn warehouse(&self, name: &str) -> Option<&WarehouseEntry> {
+        self.inner.warehouses.iter().find(|w| w.name == name)
+    }
+
+    /// The report of a finished run, parsed once and then shared.
+    pub async fn report(&self, run: i64) -> Result<Option<Arc<Report>>, WebError> {
+        if let Some(report) = lock(&self.inner.reports).get(&run) {
+            return Ok(Some(report.clone()));
+        }
+        let Some(report) = self.inner.store.report(run).await? else {
+            return Ok(None);
+        };
+        let report = Arc::new(report);
+        let mut cache = lock(&self.inner.reports);
+        // A handful of reports is what people look at; keep memory bounded.
+        if cache.len() >= 16 {
+            cache.clear();
+        }
+        cache.insert(run, report.clone());
+        Ok(Some(report))
+    }
+}
+
+/// A poisoned lock only means another request panicked; the data is still usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The whole app: pages, API, static files, and the security layers.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(overview::page))
+        .route("/warehouses/{name}/runs", post(runs::start_from_form))
+        .route("/runs/{id}", get(runs::page))
+        .route("/runs/{id}/report.json", get(runs::export_json))
+        .route("/runs/{id}/tables.csv", get(runs::export_csv))
+        .route("/runs/{id}/plans.sql", get(runs::export_plans_page))
+        .route("/runs/{id}/tables/{index}", get(table::page))
+        .route("/runs/{id}/tables/{index}/key", post(table::save_key))
+        .route("/runs/{id}/tables/{index}/plan.sql", get(table::plan_sql))
+        .route("/rewrite", get(rewrite::page).post(rewrite::submit))
+        .route("/login", get(security::login_page).post(security::login))
+        .route("/api/warehouses", get(overview::api_warehouses))
+        .route("/api/warehouses/{name}/runs", post(runs::api_start))
+        .route("/api/runs/{id}", get(runs::api_run))
+        .route("/api/runs/{id}/plans.sql", get(runs::export_plans_api))
+        .route("/api/rewrite", post(rewrite::api))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/static/{file}", get(assets::serve))
+        .fallback(error::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            security::guard,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
