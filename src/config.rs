@@ -385,6 +385,33 @@ mod tests {
     }
 
     #[test]
+    fn serve_sections_read_warehouses_server_and_store() {
+        let text = "[[warehouse]]\nname = \"dw\"\nurl_env = \"NATKEY_TEST_UNSET_VAR_DW\"\n\n\
+                    [[warehouse]]\nname = \"local\"\nurl = \"sqlite://./dw.sqlite\"\n\n\
+                    [server]\nbind = \"0.0.0.0:9000\"\nauth = \"token\"\n\
+                    token_env = \"NK_TOKEN\"\n\n[store]\npath = \"state/natkey.db\"\n";
+        let config = Config::parse(text, Path::new("natkey.toml")).expect("valid");
+        assert_eq!(config.warehouses.len(), 2);
+        assert_eq!(
+            config.warehouses[1].resolve_url().as_deref(),
+            Ok("sqlite://./dw.sqlite")
+        );
+        let missing = config.warehouses[0]
+            .resolve_url()
+            .expect_err("unset variable");
+        assert!(missing.contains("NATKEY_TEST_UNSET_VAR_DW"), "{missing}");
+        assert_eq!(config.server.auth, AuthMode::Token);
+        assert_eq!(config.server.bind.as_deref(), Some("0.0.0.0:9000"));
+        assert_eq!(
+            config.store.path.as_deref(),
+            Some(Path::new("state/natkey.db"))
+        );
+        let err = Config::parse("[server]\nauth = \"basic\"\n", Path::new("natkey.toml"))
+            .expect_err("unknown auth");
+        assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    #[test]
     fn config_errors_name_the_line_and_the_problem() {
         let path = Path::new("natkey.toml");
         let err = Config::parse("[[table]]\nname = \"t\"\nnatrual_key = [\"a\"]\n", path)

@@ -15,5 +15,11 @@ pub mod dialect;
 pub mod keys;
 /// The migration planner: SQL that makes the database enforce the natural key, per dialect.
 pub mod plan;
+/// Task-SQL analysis: is a load task idempotent, and the minimal edit that makes it so.
+pub mod rewrite;
+/// natkey's own SQLite store: audit runs, their reports, and confirmed natural keys.
+pub mod store;
 /// Read-only warehouse sessions, catalogs, and identifier quoting, one file per engine.
 pub mod warehouse;
+/// `natkey serve`: the axum web app (pages, JSON API, exports) over the store and the audit.
+pub mod web;

@@ -254,6 +254,7 @@ async fn fill_table_report(
         })
         .collect();
     report.partitioned = info.partitioned;
+    report.partition_key = info.partition_key.clone();
     let table_config = config.table(table);
     if let Some(tc) = table_config {
         check_table_config(&info, tc)?;

@@ -77,6 +77,9 @@ pub struct TableReport {
     /// A PostgreSQL partitioned table.
     #[serde(default)]
     pub partitioned: bool,
+    /// The columns a partitioned table is partitioned by.
+    #[serde(default)]
+    pub partition_key: Vec<String>,
     pub surrogate_key: Vec<String>,
     pub load_metadata: Vec<String>,
     pub payload: Vec<String>,
@@ -107,6 +110,7 @@ impl TableReport {
             rows: None,
             columns: Vec::new(),
             partitioned: false,
+            partition_key: Vec::new(),
             surrogate_key: Vec::new(),
             load_metadata: Vec::new(),
             payload: Vec::new(),

@@ -666,6 +666,7 @@ mod tests {
             unique_keys: vec![],
             estimated_rows: None,
             partitioned: false,
+            partition_key: Vec::new(),
         }
     }
 

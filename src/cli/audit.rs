@@ -8,6 +8,8 @@ use std::time::Duration;
 use natkey::audit::report::{Report, Status, printable, render_text};
 use natkey::audit::{self, AuditOptions, Progress};
 use natkey::config::{Config, TableName};
+use natkey::dialect::Dialect;
+use natkey::keys::KeyHint;
 use natkey::warehouse::{SessionSettings, Warehouse, WarehouseUrl};
 
 use super::Format;
@@ -34,6 +36,9 @@ pub struct AuditArgs {
     /// Statement timeout in seconds for every query [default: 600, or natkey.toml].
     #[arg(long, value_name = "SECS")]
     statement_timeout: Option<u64>,
+    /// Learn natural keys and survivor rules from an existing dedupe job (repeatable).
+    #[arg(long = "dedupe-job", value_name = "FILE")]
+    pub dedupe_jobs: Vec<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -41,8 +46,12 @@ pub struct DemoArgs {
     /// Folder for the demo warehouse.
     #[arg(long, default_value = "natkey-data")]
     data_dir: PathBuf,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    format: Format,
+    /// Print the report in this format and exit, instead of serving the web app.
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Address the web app listens on.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
+    bind: String,
 }
 
 pub fn parse_table_name(text: &str) -> Result<TableName, String> {
@@ -54,8 +63,11 @@ pub async fn audit(args: AuditArgs) -> Result<ExitCode, String> {
     let report = run_audit(
         &args.warehouse,
         &config,
-        args.schemas,
-        args.tables,
+        AuditScope {
+            schemas: args.schemas,
+            tables: args.tables,
+            dedupe_jobs: args.dedupe_jobs,
+        },
         args.sample_rows,
         args.statement_timeout,
     )
@@ -75,16 +87,48 @@ pub fn load_config(path: Option<&Path>) -> Result<Config, String> {
     }
 }
 
+/// What to audit.
+#[derive(Default)]
+pub struct AuditScope {
+    pub schemas: Vec<String>,
+    pub tables: Vec<TableName>,
+    /// Dedupe jobs to learn natural keys from (source `dedupe_job`).
+    pub dedupe_jobs: Vec<PathBuf>,
+}
+
+/// Reads dedupe jobs and learns the natural keys and survivor rules they reveal.
+fn learn_from_dedupe_jobs(paths: &[PathBuf], dialect: Dialect) -> Result<Vec<KeyHint>, String> {
+    let mut hints = Vec::new();
+    for path in paths {
+        let sql = natkey::rewrite::read_task_file(path).map_err(|e| e.to_string())?;
+        let learned = natkey::rewrite::learn_keys(&sql, dialect)
+            .map_err(|e| format!("dedupe job {}: {e}", path.display()))?;
+        if learned.is_empty() {
+            return Err(format!(
+                "dedupe job {}: no natural key found (expected ROW_NUMBER() OVER (PARTITION BY ...), \
+                 DELETE ... USING a self-join, or NOT IN (SELECT MIN(...) ... GROUP BY ...))",
+                path.display()
+            ));
+        }
+        hints.extend(learned.into_iter().map(|l| KeyHint {
+            table: l.table,
+            natural_key: l.natural_key,
+            survivor: l.survivor,
+        }));
+    }
+    Ok(hints)
+}
+
 /// Connects read-only and audits, printing progress on stderr.
 pub async fn run_audit(
     warehouse: &str,
     config: &Config,
-    schemas: Vec<String>,
-    tables: Vec<TableName>,
+    scope: AuditScope,
     sample_rows: Option<usize>,
     statement_timeout: Option<u64>,
 ) -> Result<Report, String> {
     let url = WarehouseUrl::parse(warehouse).map_err(|e| e.to_string())?;
+    let dedupe_keys = learn_from_dedupe_jobs(&scope.dedupe_jobs, url.engine().into())?;
     let mut settings = SessionSettings::default();
     if let Some(secs) = statement_timeout.or(config.audit.statement_timeout_secs) {
         settings.statement_timeout = Duration::from_secs(secs.max(1));
@@ -93,8 +137,9 @@ pub async fn run_audit(
         settings.work_mem = work_mem.clone();
     }
     let options = AuditOptions {
-        schemas,
-        tables,
+        schemas: scope.schemas,
+        tables: scope.tables,
+        dedupe_keys,
         sample_rows: sample_rows
             .or(config.audit.sample_rows)
             .unwrap_or(20_000)
@@ -111,6 +156,9 @@ pub async fn run_audit(
 }
 
 pub async fn demo(args: DemoArgs) -> Result<ExitCode, String> {
+    let Some(format) = args.format else {
+        return super::serve::demo(&args.data_dir, &args.bind).await;
+    };
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| format!("creating {}: {e}", args.data_dir.display()))?;
     let path = args.data_dir.join("demo-warehouse.sqlite");
@@ -133,8 +181,8 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, String> {
     )
     .await
     .map_err(|e| e.to_string())?;
-    print_report(&report, args.format)?;
-    if matches!(args.format, Format::Table) {
+    print_report(&report, format)?;
+    if matches!(format, Format::Table) {
         println!(
             "\nThe demo warehouse is {}; audit it yourself with\n  natkey audit --warehouse sqlite://{}",
             path.display(),

@@ -2,6 +2,8 @@
 
 pub mod audit;
 pub mod plan;
+pub mod rewrite;
+pub mod serve;
 
 use clap::ValueEnum;
 

@@ -8,7 +8,7 @@ use natkey::config::TableName;
 use natkey::dialect::Dialect;
 use natkey::plan::{self, PlanInput};
 
-use super::audit::{load_config, parse_table_name, run_audit};
+use super::audit::{AuditScope, load_config, parse_table_name, run_audit};
 
 #[derive(clap::Args)]
 pub struct PlanArgs {
@@ -48,6 +48,10 @@ pub struct PlanArgs {
     /// natkey.toml (default: ./natkey.toml when it exists).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Learn natural keys and survivor rules from an existing dedupe job (repeatable; with
+    /// --warehouse).
+    #[arg(long = "dedupe-job", value_name = "FILE", requires = "warehouse")]
+    dedupe_jobs: Vec<PathBuf>,
 }
 
 fn parse_dialect(text: &str) -> Result<Dialect, String> {
@@ -66,7 +70,12 @@ pub async fn run(args: PlanArgs) -> Result<ExitCode, String> {
         }
         (None, Some(url)) => {
             let config = load_config(args.config.as_deref())?;
-            run_audit(url, &config, Vec::new(), args.tables.clone(), None, None).await?
+            let scope = AuditScope {
+                tables: args.tables.clone(),
+                dedupe_jobs: args.dedupe_jobs.clone(),
+                ..AuditScope::default()
+            };
+            run_audit(url, &config, scope, None, None).await?
         }
         (None, None) => {
             return Err(
@@ -85,7 +94,15 @@ pub async fn run(args: PlanArgs) -> Result<ExitCode, String> {
     let dialect = args.dialect.unwrap_or(report.dialect.into());
     let mut scripts = Vec::new();
     for table in &tables {
-        let input = PlanInput::from_report(&report, table, dialect, task_sql.as_deref());
+        let (task, notes) = match (&task_sql, &args.task_sql) {
+            (Some(text), Some(path)) => {
+                let (task, notes) = rewrite_task(text, &path.display().to_string(), table, dialect);
+                (Some(task), notes)
+            }
+            _ => (None, Vec::new()),
+        };
+        let mut input = PlanInput::from_report(&report, table, dialect, task.as_deref());
+        input.task_notes = notes;
         let plan = plan::plan_table(&input).map_err(|e| e.to_string())?;
         let text = if args.rollback {
             plan.render_rollback()
@@ -110,6 +127,72 @@ pub async fn run(args: PlanArgs) -> Result<ExitCode, String> {
         (None, None) => print!("{}", joined(&scripts)),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The user's load task made idempotent by the rewriter, with the table's key from the report;
+/// the notes say what changed, or what has no automatic rewrite.
+fn rewrite_task(
+    text: &str,
+    file: &str,
+    table: &TableReport,
+    dialect: Dialect,
+) -> (String, Vec<String>) {
+    use natkey::rewrite::{KnownKeys, TableKeys, analyze};
+    let mut keys = KnownKeys::new();
+    if let Some(key) = &table.natural_key {
+        let mut known = TableKeys::new(
+            TableName {
+                schema: Some(table.schema.clone()),
+                name: table.name.clone(),
+            },
+            key.columns.clone(),
+            key.source,
+        );
+        known.surrogate_key = table.surrogate_key.clone();
+        known.nullable = table
+            .columns
+            .iter()
+            .filter(|c| c.nullable)
+            .map(|c| c.name.clone())
+            .collect();
+        known.survivor = table.survivor.clone();
+        keys.add(known);
+    }
+    let report = analyze(file, text, dialect, &keys);
+    let mut notes = Vec::new();
+    let task = match (&report.rewritten, report.idempotent) {
+        (Some(rewritten), _) => {
+            notes.push(format!(
+                "Your load task ({file}), rewritten by natkey rewrite:"
+            ));
+            rewritten.clone()
+        }
+        (None, true) => {
+            notes.push(format!("Your load task ({file}) is already idempotent:"));
+            text.to_string()
+        }
+        (None, false) => {
+            notes.push(format!(
+                "Your load task ({file}) as it is: natkey has no automatic rewrite for it."
+            ));
+            text.to_string()
+        }
+    };
+    for f in &report.findings {
+        notes.push(format!("{} (line {}): {}", f.rule, f.line, f.message));
+        notes.push(format!("  fix: {}", f.fix));
+    }
+    for e in &report.errors {
+        notes.push(format!(
+            "does not parse (line {}, column {}): {}",
+            e.line, e.column, e.message
+        ));
+    }
+    let notes = notes
+        .iter()
+        .flat_map(|n| n.lines().map(str::to_string))
+        .collect();
+    (task, notes)
 }
 
 fn joined(scripts: &[(&TableReport, String)]) -> String {

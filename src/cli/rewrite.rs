@@ -94,8 +94,8 @@ pub async fn run(args: RewriteArgs) -> Result<ExitCode, String> {
     let mut learned: Vec<LearnedKey> = Vec::new();
     for job in &args.dedupe_jobs {
         let text = rewrite::read_task_file(job).map_err(|e| e.to_string())?;
-        let keys = learn_keys(&text, dialect)
-            .map_err(|e| format!("dedupe job {}: {e}", job.display()))?;
+        let keys =
+            learn_keys(&text, dialect).map_err(|e| format!("dedupe job {}: {e}", job.display()))?;
         learned.extend(keys);
     }
 
@@ -158,7 +158,10 @@ pub async fn run(args: RewriteArgs) -> Result<ExitCode, String> {
         }
         for d in found {
             inputs.push((
-                format!("pg_stat_statements queryid {} ({} calls)", d.queryid, d.calls),
+                format!(
+                    "pg_stat_statements queryid {} ({} calls)",
+                    d.queryid, d.calls
+                ),
                 Ok(d.query),
             ));
         }
@@ -203,19 +206,18 @@ pub async fn run(args: RewriteArgs) -> Result<ExitCode, String> {
         })
         .collect();
 
-    if !many && analysed.len() == 1 {
-        if let (Some(e), None) = (analysed[0].report.errors.first(), &analysed[0].original) {
-            // A single file natkey cannot read is a plain error, like a bad URL.
-            return Err(e.message.clone());
-        }
+    if !many
+        && analysed.len() == 1
+        && let (Some(e), None) = (analysed[0].report.errors.first(), &analysed[0].original)
+    {
+        // A single file natkey cannot read is a plain error, like a bad URL.
+        return Err(e.message.clone());
     }
     let reports: Vec<FileReport> = analysed.iter().map(|a| a.report.clone()).collect();
     let originals: Vec<Option<String>> = analysed.iter().map(|a| a.original.clone()).collect();
     let text = match args.format {
         Format::Json => String::new(),
-        Format::Table if many || reports.len() > 1 => {
-            rewrite::render_summary(&reports, &originals)
-        }
+        Format::Table if many || reports.len() > 1 => rewrite::render_summary(&reports, &originals),
         Format::Table => rewrite::render_file(&reports[0], originals[0].as_deref()),
     };
     if many || reports.len() > 1 {

@@ -273,6 +273,7 @@ mod tests {
             unique_keys: vec![],
             estimated_rows: None,
             partitioned: false,
+            partition_key: Vec::new(),
         }
     }
 

@@ -404,6 +404,7 @@ mod tests {
             unique_keys,
             estimated_rows: None,
             partitioned: false,
+            partition_key: Vec::new(),
         }
     }
 

@@ -61,6 +61,8 @@ pub struct PlanInput<'a> {
     pub audited_on: &'a str,
     /// The rewritten load task, when the user gave one.
     pub task_sql: Option<&'a str>,
+    /// What `natkey rewrite` said about the user's task (comments above it).
+    pub task_notes: Vec<String>,
 }
 
 impl<'a> PlanInput<'a> {
@@ -78,6 +80,7 @@ impl<'a> PlanInput<'a> {
             server_version: &report.server_version,
             audited_on: report.started_at.get(..10).unwrap_or("1970-01-01"),
             task_sql,
+            task_notes: Vec::new(),
         }
     }
 }
@@ -107,16 +110,16 @@ impl Plan {
     pub fn render(&self) -> String {
         let mut out = String::new();
         for line in &self.header {
-            let _ = writeln!(out, "-- {line}");
+            let _ = writeln!(out, "-- {}", comment_text(line, self.dialect));
         }
         for (i, step) in self.steps.iter().enumerate() {
             let _ = writeln!(out, "\n-- {}. {}", i + 1, step.title);
             for line in &step.why {
-                let _ = writeln!(out, "-- {line}");
+                let _ = writeln!(out, "-- {}", comment_text(line, self.dialect));
             }
             for statement in &step.statements {
                 if step.commented {
-                    for line in format!("{statement};").lines() {
+                    for line in commented_lines(statement, self.dialect) {
                         let _ = writeln!(out, "--   {line}");
                     }
                 } else {
@@ -132,7 +135,7 @@ impl Plan {
                  -- >>> rollback"
             );
             for statement in &self.rollback {
-                for line in format!("{statement};").lines() {
+                for line in commented_lines(statement, self.dialect) {
                     let _ = writeln!(out, "--   {line}");
                 }
             }
@@ -161,6 +164,31 @@ impl Plan {
             .filter(|s| !s.commented)
             .flat_map(|s| s.statements.iter().map(String::as_str))
     }
+}
+
+/// Text that stays inside a `--` comment whatever names it holds: a line break (or any control
+/// character) in a catalog name would otherwise end the comment and turn the rest of the name
+/// into SQL — or, in psql and the mysql client, into client commands. Control characters are
+/// shown escaped, and for MySQL so are backslashes (its client reads `\` commands).
+fn comment_text(text: &str, dialect: Dialect) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || (c == '\\' && dialect == Dialect::MySql) {
+            out.push_str(&c.escape_unicode().to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A statement (plus its `;`) as comment lines: split at every line break, `\r` included,
+/// since PostgreSQL also ends a `--` comment there.
+fn commented_lines(statement: &str, dialect: Dialect) -> Vec<String> {
+    format!("{statement};")
+        .split(['\n', '\r'])
+        .map(|line| comment_text(line, dialect))
+        .collect()
 }
 
 /// What the per-dialect writers need, derived once from the report.
@@ -506,7 +534,11 @@ pub fn plan_table(input: &PlanInput) -> Result<Plan, PlanError> {
     let (load, load_why) = match input.task_sql {
         Some(task) => (
             vec![task.trim().trim_end_matches(';').to_string()],
-            vec!["Your load task, rewritten to be idempotent (natkey rewrite).".into()],
+            if input.task_notes.is_empty() {
+                vec!["Your load task (natkey rewrite).".into()]
+            } else {
+                input.task_notes.clone()
+            },
         ),
         None => (dp.load, dp.load_why),
     };

@@ -40,7 +40,6 @@ pub(super) fn plan(t: &Table, input: &PlanInput) -> DialectPlan {
         // Blocks concurrent writes (not reads) for the cleanup; lock_timeout makes a busy table
         // fail fast instead of queueing every other query behind this one.
         format!("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE", t.qualified),
-        "DROP TABLE IF EXISTS pg_temp.natkey_losers".to_string(),
         format!(
             "CREATE TEMPORARY TABLE natkey_losers ON COMMIT DROP AS\n\
              SELECT natkey_ranked.natkey_tableoid, natkey_ranked.natkey_ctid\n\
@@ -74,18 +73,43 @@ pub(super) fn plan(t: &Table, input: &PlanInput) -> DialectPlan {
     let mut enforce_why = Vec::new();
     let key = t.key_list("");
     if t.report.partitioned {
+        let extra: Vec<&String> = t
+            .report
+            .partition_key
+            .iter()
+            .filter(|c| !t.key.columns.contains(c))
+            .collect();
         notes.push(
             "The table is partitioned: PostgreSQL builds its unique index non-concurrently".into(),
         );
         notes.push(
-            "(a short write lock per partition), and the key must include the partition key."
+            "(a short write lock per partition), and a unique key must include the partition key."
                 .into(),
         );
+        if !extra.is_empty() {
+            notes.push(format!(
+                "The constraint is on the natural key plus the partition key ({}): it rejects a",
+                extra
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            notes.push(
+                "second copy within a partition (every retried copy: it carries the same values)"
+                    .into(),
+            );
+            notes.push(
+                "but not the same key in two partitions; the verify query and a scheduled audit"
+                    .into(),
+            );
+            notes.push("check the natural key alone.".into());
+        }
         enforce_why.push("A unique constraint on the natural key, added only if missing.".into());
         enforce.push(do_block(&format!(
             "IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = {name} \
              AND conrelid = {rel}::regclass) THEN\n    \
-             ALTER TABLE {table} ADD CONSTRAINT {index} UNIQUE{nnd} ({key});\n  END IF;",
+             ALTER TABLE {table} ADD CONSTRAINT {index} UNIQUE{nnd} ({key}{extra});\n  END IF;",
             name = literal(&t.constraint),
             rel = literal(&t.qualified),
             table = t.qualified,
@@ -94,6 +118,10 @@ pub(super) fn plan(t: &Table, input: &PlanInput) -> DialectPlan {
             } else {
                 ""
             },
+            extra = extra
+                .iter()
+                .map(|c| format!(", {}", t.q(c)))
+                .collect::<String>(),
         )));
     } else {
         enforce_why.push(

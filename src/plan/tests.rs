@@ -66,6 +66,7 @@ fn plan_for(table: &TableReport, dialect: Dialect) -> Plan {
         server_version: "150020",
         audited_on: "2026-12-03",
         task_sql: None,
+        task_notes: Vec::new(),
     })
     .expect("a plan")
 }
@@ -172,6 +173,7 @@ fn conflicting_groups_without_a_survivor_rule_are_refused_with_the_config_to_wri
         server_version: "150020",
         audited_on: "2026-12-03",
         task_sql: None,
+        task_notes: Vec::new(),
     })
     .expect_err("refused");
     let text = err.to_string();
@@ -194,6 +196,7 @@ fn a_table_without_a_key_is_refused_with_the_config_to_write() {
         server_version: "",
         audited_on: "2026-12-03",
         task_sql: None,
+        task_notes: Vec::new(),
     })
     .expect_err("refused");
     let text = err.to_string();
@@ -218,6 +221,7 @@ fn postgres_before_15_sets_nullable_key_columns_not_null() {
         server_version: "140011",
         audited_on: "2026-12-03",
         task_sql: None,
+        task_notes: Vec::new(),
     })
     .expect("plan");
     let text = plan.render();

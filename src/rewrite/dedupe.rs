@@ -58,9 +58,10 @@ pub fn learn_keys(sql: &str, dialect: Dialect) -> Result<Vec<LearnedKey>, Dedupe
     }
     if learned.is_empty() {
         return Err(match cx.errors.first() {
-            Some(e) if cx.statements.is_empty() => {
-                DedupeError::Parse(format!("line {}, column {}: {}", e.line, e.column, e.message))
-            }
+            Some(e) if cx.statements.is_empty() => DedupeError::Parse(format!(
+                "line {}, column {}: {}",
+                e.line, e.column, e.message
+            )),
             _ => DedupeError::NothingLearned,
         });
     }
@@ -77,10 +78,10 @@ fn learn_from(cx: &FileContext, stmt: &Statement) -> Vec<LearnedKey> {
         if let Some(k) = self_join(cx, d) {
             out.push(k);
         }
-        if let (Some(target), Some(selection)) = (&delete_target, &d.selection) {
-            if let Some(k) = not_in_min(cx, target, selection) {
-                out.push(k);
-            }
+        if let (Some(target), Some(selection)) = (&delete_target, &d.selection)
+            && let Some(k) = not_in_min(cx, target, selection)
+        {
+            out.push(k);
         }
     }
     // ROW_NUMBER() windows anywhere in the statement.
@@ -95,8 +96,10 @@ fn learn_from(cx: &FileContext, stmt: &Statement) -> Vec<LearnedKey> {
                 .map(|(name, _)| (*name).clone())
                 .or_else(|| source_table(stmt));
             if let Some(name) = &table {
-                let natural_key: Vec<String> =
-                    partition.iter().filter_map(super::rules::column_name).collect();
+                let natural_key: Vec<String> = partition
+                    .iter()
+                    .filter_map(super::rules::column_name)
+                    .collect();
                 if natural_key.len() == partition.len() {
                     out.push(LearnedKey {
                         table: cx.table(name).name,
@@ -122,9 +125,9 @@ fn delete_target(d: &Delete) -> Option<(&ObjectName, Option<String>)> {
     if let Some(first) = d.tables.first() {
         // MySQL `DELETE a FROM t a JOIN ...`: `a` names an alias (or the table).
         let wanted = first.to_string();
-        return tables
-            .into_iter()
-            .find(|(name, alias)| alias.as_deref() == Some(wanted.as_str()) || name.to_string() == wanted);
+        return tables.into_iter().find(|(name, alias)| {
+            alias.as_deref() == Some(wanted.as_str()) || name.to_string() == wanted
+        });
     }
     tables.into_iter().next()
 }
@@ -260,34 +263,37 @@ fn not_in_min(
     })
 }
 
+/// `("min" | "max", column)` of a grouped SELECT.
+type Aggregate = (String, String);
+
 /// The GROUP BY columns of the innermost grouped SELECT, and its `min(col)`/`max(col)`.
-fn grouped_select(query: &Query) -> Option<(Vec<String>, Option<(String, String)>)> {
+fn grouped_select(query: &Query) -> Option<(Vec<String>, Option<Aggregate>)> {
     let SetExpr::Select(s) = query.body.as_ref() else {
         return None;
     };
-    if let GroupByExpr::Expressions(exprs, _) = &s.group_by {
-        if !exprs.is_empty() {
-            let columns: Vec<String> = exprs.iter().filter_map(super::rules::column_name).collect();
-            let aggregate = s.projection.iter().find_map(|item| {
-                let Expr::Function(f) = super::rules::item_expr(item)? else {
-                    return None;
-                };
-                let name = f.name.to_string().to_ascii_lowercase();
-                if name != "min" && name != "max" {
-                    return None;
+    if let GroupByExpr::Expressions(exprs, _) = &s.group_by
+        && !exprs.is_empty()
+    {
+        let columns: Vec<String> = exprs.iter().filter_map(super::rules::column_name).collect();
+        let aggregate = s.projection.iter().find_map(|item| {
+            let Expr::Function(f) = super::rules::item_expr(item)? else {
+                return None;
+            };
+            let name = f.name.to_string().to_ascii_lowercase();
+            if name != "min" && name != "max" {
+                return None;
+            }
+            let FunctionArguments::List(list) = &f.args else {
+                return None;
+            };
+            match list.args.first()? {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => {
+                    Some((name, super::rules::column_name(e)?))
                 }
-                let FunctionArguments::List(list) = &f.args else {
-                    return None;
-                };
-                match list.args.first()? {
-                    FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => {
-                        Some((name, super::rules::column_name(e)?))
-                    }
-                    _ => None,
-                }
-            });
-            return (columns.len() == exprs.len()).then_some((columns, aggregate));
-        }
+                _ => None,
+            }
+        });
+        return (columns.len() == exprs.len()).then_some((columns, aggregate));
     }
     s.from.iter().find_map(|t| match &t.relation {
         TableFactor::Derived { subquery, .. } => grouped_select(subquery),
@@ -351,7 +357,10 @@ fn self_join(cx: &FileContext, d: &Delete) -> Option<LearnedKey> {
         let left_is_deleted = super::rules::qualifier(left).is_some_and(|q| q == deleted);
         match op {
             BinaryOperator::Eq => key.push(lc),
-            BinaryOperator::Lt | BinaryOperator::LtEq | BinaryOperator::Gt | BinaryOperator::GtEq => {
+            BinaryOperator::Lt
+            | BinaryOperator::LtEq
+            | BinaryOperator::Gt
+            | BinaryOperator::GtEq => {
                 // The deleted copy is the smaller one: the larger survives.
                 let deleted_smaller =
                     matches!(op, BinaryOperator::Lt | BinaryOperator::LtEq) == left_is_deleted;
@@ -366,7 +375,7 @@ fn self_join(cx: &FileContext, d: &Delete) -> Option<LearnedKey> {
             _ => {}
         }
     }
-    (!key.is_empty()).then(|| LearnedKey {
+    (!key.is_empty()).then_some(LearnedKey {
         table: target_name.name,
         natural_key: key,
         survivor,

@@ -18,7 +18,8 @@ pub fn unified_diff(file: &str, before: &str, after: &str) -> String {
     } else {
         diff_lines(&a, &b)
     };
-    let mut out = format!("--- a/{file}\n+++ b/{file}\n");
+    let path = file.trim_start_matches('/');
+    let mut out = format!("--- a/{path}\n+++ b/{path}\n");
     const CONTEXT: usize = 3;
     let changed: Vec<usize> = ops
         .iter()

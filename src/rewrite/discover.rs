@@ -115,9 +115,11 @@ pub async fn discover(warehouse: &mut Warehouse) -> Result<Vec<Discovered>, Stri
         .await
         .map_err(|e| format!("pg_stat_statements is not readable: {}", one_line(&e)))?;
     if crate::warehouse::first_text(installed).as_deref() != Some("1") {
-        return Err("pg_stat_statements is not installed in this database (CREATE EXTENSION \
+        return Err(
+            "pg_stat_statements is not installed in this database (CREATE EXTENSION \
                     pg_stat_statements, with pg_stat_statements in shared_preload_libraries)"
-            .to_string());
+                .to_string(),
+        );
     }
     let rows = warehouse
         .query(

@@ -79,6 +79,9 @@ mod tests {
 
     #[test]
     fn edits_outside_the_text_are_ignored() {
-        assert_eq!(apply("é", vec![Edit::insert(1, "x"), Edit::insert(9, "y")]), "é");
+        assert_eq!(
+            apply("é", vec![Edit::insert(1, "x"), Edit::insert(9, "y")]),
+            "é"
+        );
     }
 }

@@ -239,7 +239,10 @@ mod tests {
         assert!(!t.text.contains("AND y"), "{}", t.text);
         let stmt = "SELECT * FROM ";
         let at = t.text.find(stmt).expect("present") + stmt.len();
-        assert_eq!(t.expression_at(at).map(|r| r.inner.as_str()), Some("ref('orders')"));
+        assert_eq!(
+            t.expression_at(at).map(|r| r.inner.as_str()),
+            Some("ref('orders')")
+        );
     }
 
     #[test]
@@ -258,7 +261,8 @@ mod tests {
 
     #[test]
     fn dbt_config_arguments_are_read() {
-        let text = "{{\n  config(materialized = 'incremental', on_schema_change='fail')\n}}\nselect 1";
+        let text =
+            "{{\n  config(materialized = 'incremental', on_schema_change='fail')\n}}\nselect 1";
         let t = substitute(text);
         let c = dbt_config(text, &t).expect("config");
         assert_eq!(c.materialized.as_deref(), Some("incremental"));

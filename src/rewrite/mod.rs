@@ -195,9 +195,10 @@ impl KnownKeys {
             }
         });
         exact.or_else(|| {
-            self.tables.iter().filter(name_matches).find(|t| {
-                t.table.schema.is_none() || target.name.schema.is_none()
-            })
+            self.tables
+                .iter()
+                .filter(name_matches)
+                .find(|t| t.table.schema.is_none() || target.name.schema.is_none())
         })
     }
 }
@@ -298,8 +299,12 @@ pub fn task_text(bytes: &[u8]) -> Result<String, String> {
     if bytes.contains(&0) {
         return Err("is a binary file, not SQL text".to_string());
     }
-    String::from_utf8(bytes.to_vec())
-        .map_err(|e| format!("is not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()))
+    String::from_utf8(bytes.to_vec()).map_err(|e| {
+        format!(
+            "is not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
 }
 
 /// What one rule found: a finding plus the edits that fix it (none when no automatic rewrite
@@ -494,8 +499,16 @@ mod tests {
     #[test]
     fn bad_bytes_are_refused_with_a_reason() {
         assert!(task_text(b"  \n").expect_err("empty").contains("empty"));
-        assert!(task_text(b"SELECT\0\x01").expect_err("binary").contains("binary"));
-        assert!(task_text(&[0xff, 0xfe, b'a']).expect_err("utf8").contains("UTF-8"));
+        assert!(
+            task_text(b"SELECT\0\x01")
+                .expect_err("binary")
+                .contains("binary")
+        );
+        assert!(
+            task_text(&[0xff, 0xfe, b'a'])
+                .expect_err("utf8")
+                .contains("UTF-8")
+        );
         let big = vec![b' '; MAX_FILE_BYTES + 1];
         assert!(task_text(&big).expect_err("big").contains("10 MB"));
     }

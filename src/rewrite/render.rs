@@ -98,18 +98,10 @@ pub fn render_summary(reports: &[FileReport], originals: &[Option<String>]) -> S
     };
     let _ = writeln!(out, "{}", line(header));
     for r in &rows {
-        let _ = writeln!(
-            out,
-            "{}",
-            line([&r[0], &r[1], &r[2], &r[3], &r[4]])
-        );
+        let _ = writeln!(out, "{}", line([&r[0], &r[1], &r[2], &r[3], &r[4]]));
     }
     let idempotent = reports.iter().filter(|r| r.idempotent).count();
-    let _ = writeln!(
-        out,
-        "\n{idempotent} of {} files idempotent.",
-        reports.len()
-    );
+    let _ = writeln!(out, "\n{idempotent} of {} files idempotent.", reports.len());
     for (r, original) in reports.iter().zip(originals) {
         if !r.idempotent {
             let _ = write!(out, "\n{}", render_file(r, original.as_deref()));

@@ -322,20 +322,20 @@ impl<'a> FileContext<'a> {
                     .collect(),
             )
         };
-        if inner == "this" {
-            if let Some(model) = &self.model {
-                return model.clone();
-            }
+        if inner == "this"
+            && let Some(model) = &self.model
+        {
+            return model.clone();
         }
-        if let Some(a) = args("ref") {
-            if let Some(last) = a.last() {
-                return last.clone();
-            }
+        if let Some(a) = args("ref")
+            && let Some(last) = a.last()
+        {
+            return last.clone();
         }
-        if let Some(a) = args("source") {
-            if a.len() == 2 {
-                return format!("{}.{}", a[0], a[1]);
-            }
+        if let Some(a) = args("source")
+            && a.len() == 2
+        {
+            return format!("{}.{}", a[0], a[1]);
         }
         format!("{{{{ {inner} }}}}")
     }
@@ -365,14 +365,14 @@ fn parser_error(e: ParserError, fallback: Location) -> SqlError {
     };
     if let Some(p) = message.rfind(" at Line: ") {
         let position = &message[p + " at Line: ".len()..];
-        if let Some((line, column)) = position.split_once(", Column: ") {
-            if let (Ok(line), Ok(column)) = (line.trim().parse(), column.trim().parse()) {
-                return SqlError {
-                    line,
-                    column,
-                    message: message[..p].to_string(),
-                };
-            }
+        if let Some((line, column)) = position.split_once(", Column: ")
+            && let (Ok(line), Ok(column)) = (line.trim().parse(), column.trim().parse())
+        {
+            return SqlError {
+                line,
+                column,
+                message: message[..p].to_string(),
+            };
         }
     }
     SqlError {
@@ -393,13 +393,17 @@ mod tests {
         let at = text.find('x').expect("x");
         assert_eq!(idx.line_col(at), (2, 5));
         assert_eq!(idx.offset(Location::new(2, 5)), at);
-        assert_eq!(idx.offset(Location::new(1, 11)), text.find('\n').expect("nl"));
+        assert_eq!(
+            idx.offset(Location::new(1, 11)),
+            text.find('\n').expect("nl")
+        );
     }
 
     #[test]
     fn statements_know_their_ranges_semicolons_and_transactions() {
         let keys = KnownKeys::new();
-        let text = "BEGIN;\n-- note\nDELETE FROM t WHERE a = 1 ;\nCOMMIT;\nINSERT INTO t VALUES (1)";
+        let text =
+            "BEGIN;\n-- note\nDELETE FROM t WHERE a = 1 ;\nCOMMIT;\nINSERT INTO t VALUES (1)";
         let cx = FileContext::new("x.sql", text, Dialect::Postgres, &keys);
         assert!(cx.errors.is_empty(), "{:?}", cx.errors);
         assert_eq!(cx.statements.len(), 4);

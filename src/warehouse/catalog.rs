@@ -102,6 +102,8 @@ pub struct TableInfo {
     pub estimated_rows: Option<i64>,
     /// A PostgreSQL partitioned table (audited through its parent).
     pub partitioned: bool,
+    /// The columns it is partitioned by (a unique key there must include them).
+    pub partition_key: Vec<String>,
 }
 
 impl TableInfo {

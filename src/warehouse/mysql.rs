@@ -163,6 +163,7 @@ pub(super) async fn describe(
         unique_keys,
         estimated_rows: super::first_text(estimate).and_then(|t| t.parse().ok()),
         partitioned: false,
+        partition_key: Vec::new(),
     })
 }
 

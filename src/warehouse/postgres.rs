@@ -167,6 +167,24 @@ pub(super) async fn describe(
         )
         .await?;
     let estimate = estimate.into_iter().next().unwrap_or_default();
+    let partitioned = estimate.get(1).cloned().flatten().as_deref() == Some("true");
+    let partition_key = if partitioned {
+        wh.query(
+            &sql(&format!(
+                "SELECT a.attname::text FROM pg_catalog.pg_partitioned_table p \
+                 CROSS JOIN LATERAL unnest(p.partattrs::int2[]) WITH ORDINALITY AS k(attnum, ord) \
+                 JOIN pg_catalog.pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = k.attnum \
+                 WHERE p.partrelid = {TABLE_OID} ORDER BY k.ord"
+            )),
+            &binds,
+        )
+        .await?
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().flatten())
+        .collect()
+    } else {
+        Vec::new()
+    };
     Ok(TableInfo {
         table: table.clone(),
         columns,
@@ -176,7 +194,8 @@ pub(super) async fn describe(
             .cloned()
             .flatten()
             .and_then(|t| t.parse().ok()),
-        partitioned: estimate.get(1).cloned().flatten().as_deref() == Some("true"),
+        partitioned,
+        partition_key,
     })
 }
 

@@ -132,6 +132,7 @@ pub(super) async fn describe(
         unique_keys,
         estimated_rows: None,
         partitioned: false,
+        partition_key: Vec::new(),
     })
 }
 

@@ -201,7 +201,10 @@ mod tests {
 
     #[test]
     fn download_names_keep_only_safe_characters() {
-        let name = file_name(&["sales", "Weird \"Table\" <script>alert(1)</script>"], "sql");
+        let name = file_name(
+            &["sales", "Weird \"Table\" <script>alert(1)</script>"],
+            "sql",
+        );
         assert!(
             name.chars()
                 .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)),

@@ -33,7 +33,7 @@ use crate::store::Store;
 use crate::warehouse::WarehouseUrl;
 
 pub use self::error::WebError;
-pub use self::rewrite::{RewriteOutcome, TaskAnalyzer};
+pub use self::rewrite::{NatkeyRewriter, RewriteOutcome, TaskAnalyzer};
 pub use self::runs::start_run;
 
 /// The largest request body natkey accepts (a pasted task SQL is far smaller).
@@ -163,4 +163,82 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// Reads `[[warehouse]]` entries into the app's warehouses (URLs from the environment where
+/// `url_env` says so).
+pub fn warehouses_from_config(config: &Config) -> Result<Vec<WarehouseEntry>, String> {
+    let mut out: Vec<WarehouseEntry> = Vec::new();
+    for w in &config.warehouses {
+        if out.iter().any(|o| o.name == w.name) {
+            return Err(format!("[[warehouse]] {:?} is listed twice", w.name));
+        }
+        let url = WarehouseUrl::parse(&w.resolve_url()?)
+            .map_err(|e| format!("[[warehouse]] {:?}: {e}", w.name))?;
+        out.push(WarehouseEntry {
+            name: w.name.clone(),
+            url,
+            schemas: w.schemas.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// `[server]` auth settings, with the token read from the environment.
+pub fn auth_from_config(config: &Config) -> Result<AuthSettings, String> {
+    let server = &config.server;
+    let mut auth = AuthSettings {
+        mode: server.auth,
+        token: None,
+        proxy_header: server
+            .proxy_header
+            .clone()
+            .unwrap_or_else(|| "X-Forwarded-User".into()),
+        trusted_proxies: Vec::new(),
+    };
+    match server.auth {
+        AuthMode::None => {}
+        AuthMode::Token => {
+            let var = server.token_env.as_deref().unwrap_or("NATKEY_TOKEN");
+            let token = std::env::var(var).map_err(|_| {
+                format!(
+                    "[server] auth = \"token\" needs the token in the environment variable {var}"
+                )
+            })?;
+            if !security::token_is_cookie_safe(&token) {
+                return Err(format!(
+                    "the token in {var} must be printable ASCII without spaces, quotes, commas, \
+                     semicolons or backslashes"
+                ));
+            }
+            auth.token = Some(token);
+        }
+        AuthMode::Proxy => {
+            for p in &server.trusted_proxies {
+                auth.trusted_proxies.push(p.parse().map_err(|_| {
+                    format!("[server] trusted_proxies: {p:?} is not an IP address")
+                })?);
+            }
+            if auth.trusted_proxies.is_empty() {
+                return Err(
+                    "[server] auth = \"proxy\" needs trusted_proxies: the proxy addresses allowed \
+                     to name the user"
+                        .into(),
+                );
+            }
+        }
+    }
+    Ok(auth)
+}
+
+/// Serves the app on `listener` until Ctrl-C.
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
 }

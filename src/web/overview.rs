@@ -81,7 +81,7 @@ async fn view(state: &AppState, w: &WarehouseEntry) -> Result<WarehouseView, Web
                 }
             }
         }
-        inflated.sort_by(|a, b| b.0.cmp(&a.0));
+        inflated.sort_by_key(|i| std::cmp::Reverse(i.0));
         audited = Some(Audited {
             run: run.id,
             finished_at: run.finished_at.clone().unwrap_or_default(),
@@ -149,7 +149,13 @@ pub async fn api_warehouses(
 ) -> Result<Json<Vec<WarehouseJson>>, ApiError> {
     let mut out = Vec::new();
     for w in &state.inner.warehouses {
-        let latest_run = state.inner.store.runs_of(&w.name, 1).await?.into_iter().next();
+        let latest_run = state
+            .inner
+            .store
+            .runs_of(&w.name, 1)
+            .await?
+            .into_iter()
+            .next();
         out.push(WarehouseJson {
             name: w.name.clone(),
             engine: w.url.engine().name(),

@@ -8,5 +8,8 @@ mod common;
 mod expect;
 mod fixtures;
 mod mysql;
+mod plan;
 mod postgres;
+mod rewrite;
 mod sqlite;
+mod web;

@@ -40,7 +40,10 @@ pub(crate) fn check(cx: &FileContext, out: &mut Vec<Hit>) {
         let Some(OnInsert::OnConflict(oc)) = &view.insert.on else {
             continue;
         };
-        let Some(ConflictTarget::Columns { columns: idents, .. }) = &oc.conflict_target else {
+        let Some(ConflictTarget::Columns {
+            columns: idents, ..
+        }) = &oc.conflict_target
+        else {
             continue;
         };
         let (Some(first), Some(last)) = (idents.first(), idents.last()) else {
@@ -67,7 +70,10 @@ pub(crate) fn check(cx: &FileContext, out: &mut Vec<Hit>) {
                      it (`natkey plan` writes it).",
                     keys.natural_key.join(", ")
                 ),
-                edits: vec![Edit::replace(start..end, column_list(cx, &keys.natural_key))],
+                edits: vec![Edit::replace(
+                    start..end,
+                    column_list(cx, &keys.natural_key),
+                )],
             }),
             _ => out.push(Hit {
                 rule: NAME,
@@ -89,9 +95,11 @@ mod tests {
 
     #[test]
     fn a_conflict_on_the_surrogate_is_moved_to_the_natural_key() {
-        let report = run("INSERT INTO sales.daily_orders (surrogate_key, order_id, line_item_id)\n\
+        let report = run(
+            "INSERT INTO sales.daily_orders (surrogate_key, order_id, line_item_id)\n\
              SELECT gen_random_uuid(), order_id, line_item_id FROM s\n\
-             ON CONFLICT (surrogate_key) DO NOTHING;");
+             ON CONFLICT (surrogate_key) DO NOTHING;",
+        );
         assert!(rules_of(&report).contains(&super::NAME), "{report:#?}");
         let text = rewritten(&report);
         assert!(
@@ -102,15 +110,19 @@ mod tests {
 
     #[test]
     fn a_column_left_to_its_default_counts_as_generated() {
-        let report = run("INSERT INTO sales.daily_orders (order_id, line_item_id) VALUES (1, 2)\n\
-             ON CONFLICT (id) DO NOTHING;");
+        let report = run(
+            "INSERT INTO sales.daily_orders (order_id, line_item_id) VALUES (1, 2)\n\
+             ON CONFLICT (id) DO NOTHING;",
+        );
         assert_eq!(rules_of(&report), [super::NAME]);
     }
 
     #[test]
     fn a_conflict_on_the_natural_key_is_fine() {
-        let report = run("INSERT INTO sales.daily_orders (order_id, line_item_id) VALUES (1, 2)\n\
-             ON CONFLICT (line_item_id, order_id) DO NOTHING;");
+        let report = run(
+            "INSERT INTO sales.daily_orders (order_id, line_item_id) VALUES (1, 2)\n\
+             ON CONFLICT (line_item_id, order_id) DO NOTHING;",
+        );
         assert!(report.idempotent, "{report:#?}");
     }
 }

@@ -76,9 +76,7 @@ pub(crate) fn check(cx: &FileContext, out: &mut Vec<Hit>) {
 fn strategy(dialect: Dialect) -> &'static str {
     match dialect {
         Dialect::Snowflake | Dialect::BigQuery | Dialect::Databricks => "merge",
-        Dialect::Postgres | Dialect::MySql | Dialect::Sqlite | Dialect::Redshift => {
-            "delete+insert"
-        }
+        Dialect::Postgres | Dialect::MySql | Dialect::Sqlite | Dialect::Redshift => "delete+insert",
     }
 }
 
@@ -127,7 +125,11 @@ mod tests {
     fn an_unknown_model_key_is_said() {
         let report = analyze("models/other.sql", MODEL, Dialect::Postgres, &keys());
         assert_eq!(report.findings.len(), 1);
-        assert!(report.findings[0].fix.contains("does not know the natural key"));
+        assert!(
+            report.findings[0]
+                .fix
+                .contains("does not know the natural key")
+        );
         assert_eq!(report.rewritten, None);
     }
 

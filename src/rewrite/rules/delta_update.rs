@@ -44,10 +44,14 @@ pub(crate) fn check(cx: &FileContext, out: &mut Vec<Hit>) {
             }
             Statement::Merge(m) => {
                 let source_alias = match &m.source {
-                    sqlparser::ast::TableFactor::Table { alias, name, .. } => alias
-                        .as_ref()
-                        .map(|a| a.name.value.clone())
-                        .or_else(|| name.0.last().and_then(|p| p.as_ident()).map(|i| i.value.clone())),
+                    sqlparser::ast::TableFactor::Table { alias, name, .. } => {
+                        alias.as_ref().map(|a| a.name.value.clone()).or_else(|| {
+                            name.0
+                                .last()
+                                .and_then(|p| p.as_ident())
+                                .map(|i| i.value.clone())
+                        })
+                    }
                     sqlparser::ast::TableFactor::Derived { alias, .. } => {
                         alias.as_ref().map(|a| a.name.value.clone())
                     }
@@ -55,11 +59,11 @@ pub(crate) fn check(cx: &FileContext, out: &mut Vec<Hit>) {
                 };
                 let source: Vec<&str> = source_alias.as_deref().into_iter().collect();
                 for clause in &m.clauses {
-                    if let MergeAction::Update(u) = &clause.action {
-                        if let MergeUpdateKind::Set(assignments) = &u.kind {
-                            for a in assignments {
-                                check_assignment(cx, a, Place::Upsert, &source, out);
-                            }
+                    if let MergeAction::Update(u) = &clause.action
+                        && let MergeUpdateKind::Set(assignments) = &u.kind
+                    {
+                        for a in assignments {
+                            check_assignment(cx, a, Place::Upsert, &source, out);
                         }
                     }
                 }
@@ -79,7 +83,12 @@ fn check_assignment(
     let AssignmentTarget::ColumnName(name) = &a.target else {
         return;
     };
-    let Some(column) = name.0.last().and_then(|p| p.as_ident()).map(|i| i.value.clone()) else {
+    let Some(column) = name
+        .0
+        .last()
+        .and_then(|p| p.as_ident())
+        .map(|i| i.value.clone())
+    else {
         return;
     };
     let Expr::BinaryOp { left, op, right } = &a.value else {
@@ -93,9 +102,8 @@ fn check_assignment(
     }
     let is_self = |e: &Expr| {
         reads_column(e, &column)
-            && !super::qualifier(e).is_some_and(|q| {
-                source_qualifiers.iter().any(|s| s.eq_ignore_ascii_case(&q))
-            })
+            && !super::qualifier(e)
+                .is_some_and(|q| source_qualifiers.iter().any(|s| s.eq_ignore_ascii_case(&q)))
     };
     let other = if is_self(left) {
         right.as_ref()
@@ -147,18 +155,13 @@ fn reads_column(e: &Expr, column: &str) -> bool {
         return true;
     }
     if let Expr::Function(f) = e {
-        let is_coalesce = f
-            .name
-            .0
-            .last()
-            .and_then(|p| p.as_ident())
-            .is_some_and(|i| {
-                i.value.eq_ignore_ascii_case("coalesce") || i.value.eq_ignore_ascii_case("ifnull")
-            });
-        if let (true, FunctionArguments::List(list)) = (is_coalesce, &f.args) {
-            if let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(first))) = list.args.first() {
-                return reads_column(first, column);
-            }
+        let is_coalesce = f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
+            i.value.eq_ignore_ascii_case("coalesce") || i.value.eq_ignore_ascii_case("ifnull")
+        });
+        if let (true, FunctionArguments::List(list)) = (is_coalesce, &f.args)
+            && let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(first))) = list.args.first()
+        {
+            return reads_column(first, column);
         }
     }
     false
@@ -176,7 +179,10 @@ mod tests {
              ON CONFLICT (day) DO UPDATE SET total = t.total + excluded.total;");
         assert_eq!(rules_of(&report), [super::NAME]);
         let text = rewritten(&report);
-        assert!(text.ends_with("DO UPDATE SET total = excluded.total;"), "{text}");
+        assert!(
+            text.ends_with("DO UPDATE SET total = excluded.total;"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -197,7 +203,10 @@ mod tests {
     fn a_plain_update_delta_gets_the_shape_and_no_rewrite() {
         let report = run("UPDATE counters SET hits = hits + 1 WHERE page = 'home';");
         assert_eq!(rules_of(&report), [super::NAME]);
-        assert!(report.findings[0].fix.contains("cannot rewrite"), "{report:#?}");
+        assert!(
+            report.findings[0].fix.contains("cannot rewrite"),
+            "{report:#?}"
+        );
         assert_eq!(report.rewritten, None);
         let report = run("UPDATE accounts SET note = note || ' retried';");
         assert_eq!(rules_of(&report), [super::NAME]);

@@ -42,7 +42,10 @@ pub(crate) fn check(cx: &FileContext, out: &mut Vec<Hit>) {
             if let Expr::Function(f) = e {
                 let full = f.name.to_string().to_ascii_lowercase().replace('"', "");
                 let last = full.rsplit('.').next().unwrap_or("").to_string();
-                if CALLS_OUT.iter().any(|c| *c == full || (!c.contains('.') && *c == last)) {
+                if CALLS_OUT
+                    .iter()
+                    .any(|c| *c == full || (!c.contains('.') && *c == last))
+                {
                     let at = cx.extent(e).start;
                     out.push(hit(cx, at, &full));
                 }
@@ -95,7 +98,10 @@ mod tests {
             let report = run(sql);
             assert_eq!(rules_of(&report), [super::NAME], "{sql}\n{report:#?}");
             let fix = &report.findings[0].fix;
-            assert!(fix.contains("idempotency_key") && fix.contains("pending"), "{fix}");
+            assert!(
+                fix.contains("idempotency_key") && fix.contains("pending"),
+                "{fix}"
+            );
             assert_eq!(report.rewritten, None);
         }
     }

@@ -61,7 +61,22 @@ pub(crate) fn check(cx: &FileContext, out: &mut Vec<Hit>) {
         let list = column_list(cx, &keys.natural_key);
         let (fix, edits) = match cx.dialect {
             Dialect::Postgres | Dialect::Sqlite if view.insert.returning.is_none() => {
-                let clause = format!(" ON CONFLICT ({list}) DO NOTHING");
+                // SQLite reads `FROM t ON CONFLICT` as a join constraint unless the SELECT
+                // has a WHERE: its documentation asks for `WHERE true`.
+                let ambiguous = cx.dialect == Dialect::Sqlite
+                    && view.select().is_some_and(|s| {
+                        !s.from.is_empty()
+                            && s.selection.is_none()
+                            && s.having.is_none()
+                            && matches!(&s.group_by, sqlparser::ast::GroupByExpr::Expressions(e, _) if e.is_empty())
+                    })
+                    && view
+                        .insert
+                        .source
+                        .as_deref()
+                        .is_some_and(|q| q.order_by.is_none() && q.limit_clause.is_none());
+                let guard = if ambiguous { " WHERE true" } else { "" };
+                let clause = format!("{guard} ON CONFLICT ({list}) DO NOTHING");
                 (
                     format!(
                         "Added `{}` so that a retry keeps the rows already loaded. It needs a \
@@ -73,7 +88,12 @@ pub(crate) fn check(cx: &FileContext, out: &mut Vec<Hit>) {
                 )
             }
             Dialect::MySql => {
-                let first = cx.dialect.quote_ident(&keys.natural_key[0]);
+                // Qualified: in INSERT ... SELECT a bare name would be ambiguous.
+                let first = format!(
+                    "{}.{}",
+                    cx.text_of(view.name),
+                    cx.dialect.quote_ident(&keys.natural_key[0])
+                );
                 let clause = format!(" ON DUPLICATE KEY UPDATE {first} = {first}");
                 (
                     format!(
@@ -84,6 +104,14 @@ pub(crate) fn check(cx: &FileContext, out: &mut Vec<Hit>) {
                     vec![Edit::insert(view.stmt.range.end, clause)],
                 )
             }
+            Dialect::Postgres | Dialect::Sqlite => (
+                format!(
+                    "Add ON CONFLICT ({list}) DO NOTHING before RETURNING (natkey does not \
+                     rewrite statements with RETURNING); it needs a unique constraint on \
+                     ({list})."
+                ),
+                Vec::new(),
+            ),
             _ => (
                 format!(
                     "{} does not enforce unique keys: load with MERGE INTO {target} USING (the \
@@ -130,11 +158,23 @@ mod tests {
     }
 
     #[test]
+    fn sqlite_gets_where_true_so_on_conflict_is_not_read_as_a_join() {
+        let text = rewritten(&run_in(APPEND, Dialect::Sqlite));
+        assert!(
+            text.contains("FROM staging.orders WHERE true ON CONFLICT (\"order_id\", \"line_item_id\") DO NOTHING;"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn mysql_gets_a_no_op_on_duplicate_key_update() {
         let report = run_in(APPEND, Dialect::MySql);
         let text = rewritten(&report);
         assert!(
-            text.contains("FROM staging.orders ON DUPLICATE KEY UPDATE `order_id` = `order_id`;"),
+            text.contains(
+                "FROM staging.orders ON DUPLICATE KEY UPDATE \
+                 sales.daily_orders.`order_id` = sales.daily_orders.`order_id`;"
+            ),
             "{text}"
         );
     }
@@ -148,10 +188,28 @@ mod tests {
     }
 
     #[test]
+    fn returning_gets_advice_instead_of_a_rewrite() {
+        let report = run(
+            "INSERT INTO sales.daily_orders (order_id, line_item_id) VALUES (1, 1) \
+                          RETURNING order_id;",
+        );
+        assert_eq!(rules_of(&report), [super::NAME]);
+        assert!(
+            report.findings[0].fix.contains("before RETURNING"),
+            "{report:#?}"
+        );
+        assert_eq!(report.rewritten, None);
+    }
+
+    #[test]
     fn an_unknown_key_is_said_rather_than_guessed() {
         let report = run("INSERT INTO audit_log (msg) VALUES ('x');");
         assert_eq!(rules_of(&report), [super::NAME]);
-        assert!(report.findings[0].message.contains("does not know the natural key"));
+        assert!(
+            report.findings[0]
+                .message
+                .contains("does not know the natural key")
+        );
         assert_eq!(report.rewritten, None);
     }
 

@@ -86,7 +86,10 @@ pub(crate) enum Conflict {
     /// Nothing: the row is appended (or the statement fails on a unique key).
     None,
     /// `ON CONFLICT (cols) ...`, with `do_update` for `DO UPDATE`.
-    Columns { columns: Vec<String>, do_update: bool },
+    Columns {
+        columns: Vec<String>,
+        do_update: bool,
+    },
     /// Handled without naming columns: `ON CONFLICT ON CONSTRAINT`, `ON CONFLICT DO NOTHING`,
     /// `ON DUPLICATE KEY UPDATE`, `INSERT IGNORE`, `REPLACE INTO`, `INSERT OR REPLACE`.
     Unnamed { do_update: bool },
@@ -211,8 +214,7 @@ pub(crate) fn qualifier(e: &Expr) -> Option<String> {
 
 pub(crate) fn same_columns(a: &[String], b: &[String]) -> bool {
     a.len() == b.len()
-        && a
-            .iter()
+        && a.iter()
             .all(|x| b.iter().any(|y| y.eq_ignore_ascii_case(x)))
 }
 
@@ -239,7 +241,11 @@ pub(crate) fn inserts<'a>(cx: &'a FileContext) -> Vec<InsertView<'a>> {
         let columns = insert
             .columns
             .iter()
-            .filter_map(|c| c.0.last().and_then(|p| p.as_ident()).map(|i| i.value.clone()))
+            .filter_map(|c| {
+                c.0.last()
+                    .and_then(|p| p.as_ident())
+                    .map(|i| i.value.clone())
+            })
             .collect();
         let conflict = if insert.overwrite {
             Conflict::Overwrite
@@ -251,8 +257,7 @@ pub(crate) fn inserts<'a>(cx: &'a FileContext) -> Vec<InsertView<'a>> {
             )
         {
             Conflict::Unnamed {
-                do_update: insert.replace_into
-                    || insert.or == Some(SqliteOnConflict::Replace),
+                do_update: insert.replace_into || insert.or == Some(SqliteOnConflict::Replace),
             }
         } else {
             match &insert.on {
@@ -297,15 +302,21 @@ pub(crate) enum Cleared {
 }
 
 /// Whether a statement before `index` removes the target's rows (or creates it afresh).
-pub(crate) fn cleared_before(cx: &FileContext, index: usize, target: &TableTarget) -> Option<Cleared> {
+pub(crate) fn cleared_before(
+    cx: &FileContext,
+    index: usize,
+    target: &TableTarget,
+) -> Option<Cleared> {
     let mut found = None;
     let mut dropped = false;
     for stmt in &cx.statements[..index] {
         match &stmt.ast {
-            Statement::Truncate(t) => {
-                if t.table_names.iter().any(|n| same_table(&cx.table(&n.name), target)) {
-                    found = Some(Cleared::Whole);
-                }
+            Statement::Truncate(t)
+                if t.table_names
+                    .iter()
+                    .any(|n| same_table(&cx.table(&n.name), target)) =>
+            {
+                found = Some(Cleared::Whole);
             }
             Statement::Delete(d) => {
                 let tables = match &d.from {
@@ -331,15 +342,14 @@ pub(crate) fn cleared_before(cx: &FileContext, index: usize, target: &TableTarge
                 object_type: ObjectType::Table,
                 names,
                 ..
-            } => {
-                if names.iter().any(|n| same_table(&cx.table(n), target)) {
-                    dropped = true;
-                }
+            } if names.iter().any(|n| same_table(&cx.table(n), target)) => {
+                dropped = true;
             }
-            Statement::CreateTable(c) if same_table(&cx.table(&c.name), target) => {
-                if c.or_replace || c.temporary || dropped {
-                    found = Some(Cleared::Whole);
-                }
+            Statement::CreateTable(c)
+                if same_table(&cx.table(&c.name), target)
+                    && (c.or_replace || c.temporary || dropped) =>
+            {
+                found = Some(Cleared::Whole);
             }
             _ => {}
         }

@@ -51,10 +51,10 @@ pub(crate) fn check(cx: &FileContext, out: &mut Vec<Hit>) {
 /// The subqueries of `NOT EXISTS (...)` in a query's WHERE.
 fn anti_join_subqueries(query: &Query) -> Vec<&Query> {
     let mut out = Vec::new();
-    if let SetExpr::Select(s) = query.body.as_ref() {
-        if let Some(w) = &s.selection {
-            collect_not_exists(w, &mut out);
-        }
+    if let SetExpr::Select(s) = query.body.as_ref()
+        && let Some(w) = &s.selection
+    {
+        collect_not_exists(w, &mut out);
     }
     out
 }
@@ -152,7 +152,10 @@ mod tests {
             "{text}"
         );
         let text = rewritten(&run_in(sql, Dialect::MySql));
-        assert!(text.contains("d.line_item_id <=> src.line_item_id"), "{text}");
+        assert!(
+            text.contains("d.line_item_id <=> src.line_item_id"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -166,10 +169,12 @@ mod tests {
 
     #[test]
     fn non_nullable_keys_and_null_safe_matches_are_fine() {
-        let report = run("MERGE INTO sales.daily_orders d USING (SELECT DISTINCT order_id, \
+        let report = run(
+            "MERGE INTO sales.daily_orders d USING (SELECT DISTINCT order_id, \
              line_item_id FROM s) src ON d.order_id = src.order_id AND d.line_item_id IS NOT \
              DISTINCT FROM src.line_item_id WHEN NOT MATCHED THEN INSERT (order_id, \
-             line_item_id) VALUES (src.order_id, src.line_item_id);");
+             line_item_id) VALUES (src.order_id, src.line_item_id);",
+        );
         assert!(report.idempotent, "{report:#?}");
     }
 }

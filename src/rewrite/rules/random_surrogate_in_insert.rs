@@ -26,16 +26,11 @@ const RANDOM_FUNCTIONS: [&str; 10] = [
 /// True for a call of a function that returns a new value on every call.
 pub(crate) fn is_random(e: &Expr) -> bool {
     match e {
-        Expr::Function(f) => f
-            .name
-            .0
-            .last()
-            .and_then(|p| p.as_ident())
-            .is_some_and(|i| {
-                RANDOM_FUNCTIONS
-                    .iter()
-                    .any(|r| i.value.eq_ignore_ascii_case(r))
-            }),
+        Expr::Function(f) => f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
+            RANDOM_FUNCTIONS
+                .iter()
+                .any(|r| i.value.eq_ignore_ascii_case(r))
+        }),
         Expr::Cast { expr, .. } | Expr::Nested(expr) => is_random(expr),
         _ => false,
     }
@@ -46,7 +41,10 @@ pub(crate) fn check(cx: &FileContext, out: &mut Vec<Hit>) {
         // Behind a conflict clause on the natural key (or a partition replace) a random key
         // is harmless for retries.
         if view.conflicts_on_key()
-            || matches!(view.conflict, Conflict::Overwrite | Conflict::Unnamed { .. })
+            || matches!(
+                view.conflict,
+                Conflict::Overwrite | Conflict::Unnamed { .. }
+            )
         {
             continue;
         }
@@ -158,10 +156,7 @@ mod tests {
 
     #[test]
     fn a_random_key_behind_a_natural_key_conflict_is_fine() {
-        let report = run(&RANDOM.replace(
-            ";",
-            " ON CONFLICT (order_id, line_item_id) DO NOTHING;",
-        ));
+        let report = run(&RANDOM.replace(";", " ON CONFLICT (order_id, line_item_id) DO NOTHING;"));
         assert!(report.idempotent, "{report:#?}");
         let report = run("INSERT INTO t (id, a) VALUES (md5('a'), 1) ON CONFLICT DO NOTHING;");
         assert!(!rules_of(&report).contains(&super::NAME), "{report:#?}");

@@ -187,7 +187,10 @@ mod tests {
              ON CONFLICT (day) DO UPDATE SET total = excluded.total;");
         assert_eq!(rules_of(&report), [super::NAME]);
         let text = rewritten(&report);
-        assert!(text.contains("SELECT DISTINCT ON (e.day) e.day, e.total"), "{text}");
+        assert!(
+            text.contains("SELECT DISTINCT ON (e.day) e.day, e.total"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -1,0 +1,695 @@
+//! `natkey rewrite`: the proof that a rewrite makes retries converge. Each fixture task is
+//! rendered with its template variables and run for real: the original twice (the state
+//! differs from one run), then the rewrite once, twice and three times (the state equals one
+//! run). Plus the CLI contract (JSON, exit codes, folders, dedupe jobs, `--warehouse` key
+//! learning, bad input) and a bounded fuzz run of the analyzer.
+
+use std::path::PathBuf;
+
+use proptest::prelude::*;
+use serde_json::Value;
+
+use crate::common::{Engine, Run, TempDir, TestDb, assert_clean_error, natkey};
+
+const DS: &str = "2026-11-02";
+const KEYS: [&str; 4] = [
+    "--natural-key",
+    "daily_orders=order_id,line_item_id",
+    "--natural-key",
+    "daily_totals=day",
+];
+
+fn fixture(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/rewrite")
+        .join(path)
+}
+
+fn fixture_text(path: &str) -> String {
+    std::fs::read_to_string(fixture(path)).expect("fixture exists")
+}
+
+/// What the orchestrator does before running a task: fill in the template variables.
+fn render(sql: &str) -> String {
+    sql.replace("{{ ds }}", DS)
+}
+
+fn dialect_of(engine: Engine) -> &'static str {
+    match engine {
+        Engine::Postgres => "postgres",
+        Engine::MySql => "mysql",
+        Engine::Sqlite => "sqlite",
+    }
+}
+
+/// `natkey rewrite FILE --format json` with the fixture keys.
+fn rewrite(dir: &std::path::Path, args: &[&str]) -> Run {
+    let mut all = vec!["rewrite", "--format", "json"];
+    all.extend_from_slice(args);
+    natkey(dir, &all, &[])
+}
+
+fn json(run: &Run) -> Value {
+    run.json()
+}
+
+/// The staging rows every fixture loads from: two days, one NULL line item.
+fn setup(db: &TestDb, surrogate: bool, unique_key: bool) -> String {
+    let id_type = match db.engine {
+        Engine::Postgres => "uuid",
+        _ => "varchar(64)",
+    };
+    let surrogate_column = if surrogate {
+        format!("surrogate_key {id_type},\n")
+    } else {
+        String::new()
+    };
+    let unique = if unique_key {
+        ",\n UNIQUE (order_id, line_item_id)"
+    } else {
+        ""
+    };
+    format!(
+        "CREATE TABLE staging_orders (order_id int NOT NULL, line_item_id int NOT NULL, \
+         order_date date NOT NULL, quantity int NOT NULL, amount_cents bigint NOT NULL);\n\
+         INSERT INTO staging_orders VALUES\n\
+         (1001, 1, '2026-11-02', 2, 2500), (1001, 2, '2026-11-02', 1, 990),\n\
+         (1002, 1, '2026-11-02', 5, 12000), (1003, 1, '2026-11-03', 1, 450);\n\
+         CREATE TABLE daily_orders ({surrogate_column}order_id int NOT NULL, \
+         line_item_id int NOT NULL, order_date date NOT NULL, quantity int NOT NULL, \
+         amount_cents bigint NOT NULL{unique});\n\
+         CREATE TABLE daily_totals (day date NOT NULL PRIMARY KEY, total_cents bigint NOT NULL);\n"
+    )
+}
+
+/// The whole content of the fixture tables as one text, rows sorted; `with_surrogate` includes
+/// the surrogate key column (a deterministic key must be equal between runs too).
+async fn state(db: &TestDb, with_surrogate: bool) -> String {
+    let text = |e: &str| match db.engine {
+        Engine::MySql => format!("CAST({e} AS CHAR)"),
+        _ => format!("CAST({e} AS TEXT)"),
+    };
+    let concat = |parts: &[String]| match db.engine {
+        Engine::MySql => format!("CONCAT_WS('|', {})", parts.join(", ")),
+        _ => parts.join(" || '|' || "),
+    };
+    let agg = |row: String, table: &str| match db.engine {
+        Engine::Postgres => format!(
+            "SELECT coalesce(string_agg(r, ',' ORDER BY r), '') FROM (SELECT {row} AS r FROM {table}) x"
+        ),
+        Engine::MySql => format!(
+            "SELECT coalesce(GROUP_CONCAT(r ORDER BY r SEPARATOR ','), '') FROM (SELECT {row} AS r FROM {table}) x"
+        ),
+        Engine::Sqlite => format!(
+            "SELECT coalesce(group_concat(r, ','), '') FROM (SELECT {row} AS r FROM {table} ORDER BY r) x"
+        ),
+    };
+    let mut order_cols: Vec<String> = [
+        "order_id",
+        "line_item_id",
+        "order_date",
+        "quantity",
+        "amount_cents",
+    ]
+    .iter()
+    .map(|c| text(c))
+    .collect();
+    if with_surrogate {
+        order_cols.insert(0, text("surrogate_key"));
+    }
+    let orders = db
+        .scalar_text(&agg(concat(&order_cols), "daily_orders"))
+        .await
+        .unwrap_or_default();
+    let totals = db
+        .scalar_text(&agg(
+            concat(&[text("day"), text("total_cents")]),
+            "daily_totals",
+        ))
+        .await
+        .unwrap_or_default();
+    format!("daily_orders: {orders}\ndaily_totals: {totals}")
+}
+
+/// The proof for one fixture on one engine.
+async fn retries_converge_after_rewrite(engine: Engine, file: &str, surrogate: bool) {
+    let task = fixture_text(file);
+    let dialect = dialect_of(engine);
+
+    // The original, run twice, leaves another state than run once.
+    let db = TestDb::new(engine).await;
+    db.exec(&setup(&db, surrogate, false)).await;
+    db.exec(&render(&task)).await;
+    let once = state(&db, false).await;
+    db.exec(&render(&task)).await;
+    let twice = state(&db, false).await;
+    assert_ne!(once, twice, "{file}: the original should not be idempotent");
+
+    // natkey's verdict and rewrite.
+    let path = fixture(file);
+    let mut args = vec![path.to_str().expect("utf-8 path"), "--dialect", dialect];
+    args.extend_from_slice(&KEYS);
+    let run = rewrite(&db.dir, &args);
+    assert_eq!(run.code, 1, "{}", run.describe());
+    let report = json(&run);
+    assert_eq!(report["idempotent"], false);
+    assert_eq!(report["errors"], serde_json::json!([]), "{report}");
+    let rewritten = report["rewritten"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{file}: no rewrite\n{report}"))
+        .to_string();
+    if task.contains("{{ ds }}") {
+        assert!(
+            rewritten.contains("{{ ds }}"),
+            "the Jinja survives: {rewritten}"
+        );
+    }
+
+    // The rewrite re-parses and is idempotent by natkey's own rules.
+    let again = {
+        let path = db.write_file("rewritten.sql", &rewritten);
+        let mut args = vec![path.as_str(), "--dialect", dialect];
+        args.extend_from_slice(&KEYS);
+        rewrite(&db.dir, &args)
+    };
+    assert_eq!(again.code, 0, "{}", again.describe());
+
+    // The rewrite, run once, twice and three times, leaves the state of one run. Where it
+    // needs a unique key (ON CONFLICT), the database has it: `natkey plan` put it there.
+    let db = TestDb::new(engine).await;
+    db.exec(&setup(&db, surrogate, true)).await;
+    db.exec(&render(&rewritten)).await;
+    let one = state(&db, surrogate).await;
+    assert_eq!(
+        state(&db, false).await,
+        once,
+        "{file}: one run of the rewrite loads what one run of the original loads"
+    );
+    db.exec(&render(&rewritten)).await;
+    assert_eq!(state(&db, surrogate).await, one, "{file}: second run");
+    db.exec(&render(&rewritten)).await;
+    assert_eq!(state(&db, surrogate).await, one, "{file}: third run");
+}
+
+#[tokio::test]
+async fn postgres_daily_partition_load_converges_after_rewrite() {
+    retries_converge_after_rewrite(Engine::Postgres, "postgres/load_daily_orders.sql", true).await;
+}
+
+#[tokio::test]
+async fn postgres_plain_append_converges_after_rewrite() {
+    retries_converge_after_rewrite(Engine::Postgres, "postgres/append_orders.sql", false).await;
+}
+
+#[tokio::test]
+async fn postgres_delta_upsert_converges_after_rewrite() {
+    retries_converge_after_rewrite(Engine::Postgres, "postgres/daily_totals_upsert.sql", false)
+        .await;
+}
+
+#[tokio::test]
+async fn mariadb_daily_partition_load_converges_after_rewrite() {
+    retries_converge_after_rewrite(Engine::MySql, "mysql/load_daily_orders.sql", true).await;
+}
+
+#[tokio::test]
+async fn mariadb_plain_append_converges_after_rewrite() {
+    retries_converge_after_rewrite(Engine::MySql, "mysql/append_orders.sql", false).await;
+}
+
+#[tokio::test]
+async fn mariadb_delta_upsert_converges_after_rewrite() {
+    retries_converge_after_rewrite(Engine::MySql, "mysql/daily_totals_upsert.sql", false).await;
+}
+
+#[tokio::test]
+async fn sqlite_daily_partition_load_converges_after_rewrite() {
+    retries_converge_after_rewrite(Engine::Sqlite, "sqlite/load_daily_orders.sql", false).await;
+}
+
+#[tokio::test]
+async fn sqlite_plain_append_converges_after_rewrite() {
+    retries_converge_after_rewrite(Engine::Sqlite, "sqlite/append_orders.sql", false).await;
+}
+
+#[tokio::test]
+async fn sqlite_delta_upsert_converges_after_rewrite() {
+    retries_converge_after_rewrite(Engine::Sqlite, "sqlite/daily_totals_upsert.sql", false).await;
+}
+
+#[tokio::test]
+async fn the_idempotent_fixture_really_is_idempotent_and_natkey_says_so() {
+    let file = "postgres/idempotent_load.sql";
+    let db = TestDb::postgres().await;
+    db.exec(&setup(&db, false, false)).await;
+    db.exec(&render(&fixture_text(file))).await;
+    let once = state(&db, false).await;
+    db.exec(&render(&fixture_text(file))).await;
+    assert_eq!(state(&db, false).await, once);
+    let path = fixture(file);
+    let mut args = vec![path.to_str().expect("utf-8")];
+    args.extend_from_slice(&KEYS);
+    let run = rewrite(&db.dir, &args);
+    assert_eq!(run.code, 0, "{}", run.describe());
+    let report = json(&run);
+    assert_eq!(report["idempotent"], true);
+    assert_eq!(report["findings"], serde_json::json!([]));
+    assert_eq!(report["rewritten"], Value::Null);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The CLI contract
+
+#[test]
+fn json_output_has_exactly_the_documented_fields() {
+    let dir = TempDir::new();
+    let path = fixture("postgres/append_orders.sql");
+    let mut args = vec![path.to_str().expect("utf-8")];
+    args.extend_from_slice(&KEYS);
+    let run = rewrite(&dir.0, &args);
+    assert_eq!(run.code, 1, "{}", run.describe());
+    let report = json(&run);
+    let keys: Vec<&str> = report
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "file",
+            "dialect",
+            "idempotent",
+            "findings",
+            "errors",
+            "rewritten"
+        ]
+    );
+    let finding = &report["findings"][0];
+    let keys: Vec<&str> = finding
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["rule", "line", "column", "message", "fix"]);
+    assert_eq!(finding["rule"], "insert-without-natural-key");
+    assert_eq!(
+        (finding["line"].as_u64(), finding["column"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(report["dialect"], "postgres");
+}
+
+#[test]
+fn an_unparseable_statement_is_exit_2_with_line_and_column_and_the_rest_is_analysed() {
+    let dir = TempDir::new();
+    let path = fixture("postgres/one_bad_statement.sql");
+    let mut args = vec![path.to_str().expect("utf-8")];
+    args.extend_from_slice(&KEYS);
+    let run = rewrite(&dir.0, &args);
+    assert_eq!(run.code, 2, "{}", run.describe());
+    let report = json(&run);
+    let errors = report["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 1, "{report}");
+    assert_eq!(
+        (errors[0]["line"].as_u64(), errors[0]["column"].as_u64()),
+        (Some(3), Some(1))
+    );
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("Expected"),
+        "{report}"
+    );
+    assert_eq!(
+        report["findings"][0]["line"], 4,
+        "the statement after it is analysed"
+    );
+}
+
+#[test]
+fn a_folder_gives_an_array_and_a_table() {
+    let dir = TempDir::new();
+    let folder = fixture("folder");
+    let mut args = vec![folder.to_str().expect("utf-8")];
+    args.extend_from_slice(&KEYS);
+    let run = rewrite(&dir.0, &args);
+    assert_eq!(run.code, 1, "{}", run.describe());
+    let reports = json(&run);
+    let files: Vec<String> = reports
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|r| {
+            PathBuf::from(r["file"].as_str().unwrap_or(""))
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(files, ["a_idempotent.sql", "b_append.sql", "c_totals.sql"]);
+    let verdicts: Vec<bool> = reports
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|r| r["idempotent"].as_bool().expect("bool"))
+        .collect();
+    assert_eq!(verdicts, [true, false, false]);
+
+    let mut args = vec!["rewrite", folder.to_str().expect("utf-8")];
+    args.extend_from_slice(&KEYS);
+    let run = natkey(&dir.0, &args, &[]);
+    assert_eq!(run.code, 1, "{}", run.describe());
+    let header = run.stdout.lines().next().unwrap_or("");
+    assert!(
+        header.starts_with("FILE") && header.contains("IDEMPOTENT"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("1 of 3 files idempotent."),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_clean_file_exits_0() {
+    let dir = TempDir::new();
+    let path = fixture("postgres/idempotent_load.sql");
+    let run = natkey(&dir.0, &["rewrite", path.to_str().expect("utf-8")], &[]);
+    assert_eq!(run.code, 0, "{}", run.describe());
+    assert!(
+        run.stdout.contains("idempotent: running it twice"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_dedupe_job_teaches_the_key_and_the_survivor() {
+    let dir = TempDir::new();
+    for (job, survivor) in [
+        ("dedupe/cleanup_orders_row_number.sql", "latest:loaded_at"),
+        ("dedupe/cleanup_orders_self_join.sql", "latest:loaded_at"),
+        ("dedupe/cleanup_orders_not_in.sql", "lowest_surrogate"),
+    ] {
+        let path = fixture(job);
+        let run = rewrite(&dir.0, &["--dedupe-job", path.to_str().expect("utf-8")]);
+        assert_eq!(run.code, 0, "{}", run.describe());
+        let learned = &json(&run)["learned_keys"][0];
+        assert_eq!(learned["table"], "daily_orders", "{job}");
+        assert_eq!(
+            learned["natural_key"],
+            serde_json::json!(["order_id", "line_item_id"])
+        );
+        assert_eq!(learned["survivor"], survivor, "{job}");
+        assert_eq!(learned["source"], "dedupe_job");
+    }
+    // ... and the key drives the rewrite of a task, with no --natural-key.
+    let job = fixture("dedupe/cleanup_orders_row_number.sql");
+    let task = fixture("postgres/append_orders.sql");
+    let run = rewrite(
+        &dir.0,
+        &[
+            task.to_str().expect("utf-8"),
+            "--dedupe-job",
+            job.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(run.code, 1, "{}", run.describe());
+    let rewritten = json(&run)["rewritten"].as_str().unwrap_or("").to_string();
+    assert!(
+        rewritten.contains("ON CONFLICT (\"order_id\", \"line_item_id\") DO NOTHING"),
+        "{rewritten}"
+    );
+}
+
+#[test]
+fn a_dbt_model_gets_unique_key() {
+    let dir = TempDir::new();
+    let path = fixture("models/fct_orders.sql");
+    let run = rewrite(
+        &dir.0,
+        &[
+            path.to_str().expect("utf-8"),
+            "--dialect",
+            "snowflake",
+            "--natural-key",
+            "fct_orders=order_id,line_item_id",
+        ],
+    );
+    assert_eq!(run.code, 1, "{}", run.describe());
+    let report = json(&run);
+    assert_eq!(
+        report["findings"][0]["rule"],
+        "dbt-incremental-without-unique-key"
+    );
+    let rewritten = report["rewritten"].as_str().unwrap_or("");
+    assert!(
+        rewritten.contains("unique_key=['order_id', 'line_item_id'], incremental_strategy='merge'"),
+        "{rewritten}"
+    );
+    assert!(
+        rewritten.contains("{% if is_incremental() %}"),
+        "{rewritten}"
+    );
+}
+
+#[test]
+fn a_side_effect_gets_the_ledger_protocol() {
+    let dir = TempDir::new();
+    let path = fixture("postgres/notify_downstream.sql");
+    let run = rewrite(&dir.0, &[path.to_str().expect("utf-8")]);
+    assert_eq!(run.code, 1, "{}", run.describe());
+    let report = json(&run);
+    assert_eq!(report["findings"][0]["rule"], "external-side-effect");
+    assert!(
+        report["findings"][0]["fix"]
+            .as_str()
+            .unwrap_or("")
+            .contains("CREATE TABLE")
+    );
+    assert_eq!(report["rewritten"], Value::Null);
+}
+
+#[tokio::test]
+async fn the_warehouse_supplies_the_declared_key_and_the_surrogate() {
+    let db = TestDb::postgres().await;
+    db.exec(
+        "CREATE TABLE daily_orders (surrogate_key uuid DEFAULT gen_random_uuid() PRIMARY KEY, \
+         order_id int NOT NULL, line_item_id int, order_date date NOT NULL, quantity int NOT NULL, \
+         amount_cents bigint NOT NULL, UNIQUE (order_id, line_item_id));\n\
+         CREATE TABLE staging_orders (order_id int, line_item_id int, order_date date, \
+         quantity int, amount_cents bigint);",
+    )
+    .await;
+    let url = db.url();
+    let path = fixture("postgres/append_orders.sql");
+    let run = rewrite(
+        &db.dir,
+        &[path.to_str().expect("utf-8"), "--warehouse", &url],
+    );
+    assert_eq!(run.code, 1, "{}", run.describe());
+    let report = json(&run);
+    let message = report["findings"][0]["message"].as_str().unwrap_or("");
+    assert!(message.contains("fails on daily_orders"), "{report}");
+    assert!(message.contains("order_id, line_item_id"), "{report}");
+    let rewritten = report["rewritten"].as_str().unwrap_or("");
+    assert!(
+        rewritten.contains("ON CONFLICT (\"order_id\", \"line_item_id\") DO NOTHING"),
+        "{rewritten}"
+    );
+    // A conflict on the generated primary key is recognised as protecting nothing.
+    let task = db.write_file(
+        "conflict.sql",
+        "INSERT INTO daily_orders (order_id, line_item_id, order_date, quantity, amount_cents)\n\
+         SELECT order_id, line_item_id, order_date, quantity, amount_cents FROM staging_orders\n\
+         ON CONFLICT (surrogate_key) DO NOTHING;\n",
+    );
+    let run = rewrite(&db.dir, &[&task, "--warehouse", &url]);
+    let report = json(&run);
+    assert_eq!(
+        report["findings"][0]["rule"], "conflict-on-surrogate",
+        "{report}"
+    );
+    // The session was read-only: the task was never run.
+    assert_eq!(
+        db.scalar_text("SELECT count(*)::text FROM daily_orders")
+            .await
+            .as_deref(),
+        Some("0")
+    );
+}
+
+#[tokio::test]
+async fn discovery_without_pg_stat_statements_says_so_in_one_line() {
+    let db = TestDb::postgres().await;
+    let run = rewrite(&db.dir, &["--discover", "--warehouse", &db.url()]);
+    assert_clean_error(&run, &["pg_stat_statements"]);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.describe());
+}
+
+#[test]
+fn bad_inputs_are_short_errors() {
+    let dir = TempDir::new();
+    let empty = dir.0.join("empty.sql");
+    std::fs::write(&empty, "\n  \n").expect("write");
+    let binary = dir.0.join("binary.sql");
+    std::fs::write(&binary, b"\x00\x01\x02SELECT").expect("write");
+    let huge = dir.0.join("huge.sql");
+    let file = std::fs::File::create(&huge).expect("create");
+    file.set_len(50 * 1024 * 1024).expect("a sparse 50 MB file");
+    for (path, needle) in [(&empty, "empty"), (&binary, "binary"), (&huge, "10 MB")] {
+        let run = rewrite(&dir.0, &[path.to_str().expect("utf-8")]);
+        assert_clean_error(&run, &[needle]);
+    }
+    let run = rewrite(&dir.0, &["missing.sql"]);
+    assert_clean_error(&run, &["no such file"]);
+    let run = rewrite(&dir.0, &["x.sql", "--dialect", "oracle"]);
+    assert_eq!(run.code, 2, "{}", run.describe());
+    assert!(run.stderr.contains("postgres"), "{}", run.describe());
+    let run = rewrite(&dir.0, &[]);
+    assert_clean_error(&run, &["nothing to analyse"]);
+
+    // In a folder, an unreadable file is reported with the others and makes the exit 2.
+    std::fs::copy(
+        fixture("postgres/idempotent_load.sql"),
+        dir.0.join("ok.sql"),
+    )
+    .expect("copy");
+    let run = rewrite(&dir.0, &[dir.0.to_str().expect("utf-8")]);
+    assert_eq!(run.code, 2, "{}", run.describe());
+    assert_eq!(json(&run).as_array().map(Vec::len), Some(4));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fuzzing
+
+fn fixture_texts() -> Vec<String> {
+    [
+        "postgres/load_daily_orders.sql",
+        "postgres/append_orders.sql",
+        "postgres/daily_totals_upsert.sql",
+        "postgres/idempotent_load.sql",
+        "postgres/notify_downstream.sql",
+        "postgres/one_bad_statement.sql",
+        "mysql/daily_totals_upsert.sql",
+        "models/fct_orders.sql",
+        "dedupe/cleanup_orders_self_join.sql",
+    ]
+    .iter()
+    .map(|f| fixture_text(f))
+    .collect()
+}
+
+#[derive(Debug, Clone)]
+enum Mutation {
+    /// Replace the byte at a position (modulo the length) with another.
+    Byte(usize, u8),
+    /// Delete a line.
+    DropLine(usize),
+    /// Duplicate a line.
+    RepeatLine(usize),
+    /// Insert a token at a position.
+    Token(usize, &'static str),
+    /// Cut the text short.
+    Truncate(usize),
+}
+
+const TOKENS: [&str; 16] = [
+    "(",
+    ")",
+    ";",
+    "'",
+    "\"",
+    "{{",
+    "}}",
+    "{%",
+    "%}",
+    " ON CONFLICT ",
+    " SELECT ",
+    " ,",
+    "--",
+    "/*",
+    "$$",
+    "é",
+];
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        (any::<usize>(), any::<u8>()).prop_map(|(p, b)| Mutation::Byte(p, b)),
+        any::<usize>().prop_map(Mutation::DropLine),
+        any::<usize>().prop_map(Mutation::RepeatLine),
+        (any::<usize>(), 0..TOKENS.len()).prop_map(|(p, t)| Mutation::Token(p, TOKENS[t])),
+        any::<usize>().prop_map(Mutation::Truncate),
+    ]
+}
+
+fn mutate(text: &str, mutations: &[Mutation]) -> Vec<u8> {
+    let mut bytes = text.as_bytes().to_vec();
+    for m in mutations {
+        let n = bytes.len().max(1);
+        match *m {
+            Mutation::Byte(p, b) => {
+                if !bytes.is_empty() {
+                    bytes[p % n] = b;
+                }
+            }
+            Mutation::DropLine(l) | Mutation::RepeatLine(l) => {
+                let mut lines: Vec<Vec<u8>> =
+                    bytes.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
+                let i = l % lines.len();
+                if matches!(m, Mutation::DropLine(_)) {
+                    lines.remove(i);
+                } else {
+                    let line = lines[i].clone();
+                    lines.insert(i, line);
+                }
+                bytes = lines.join(&b'\n');
+            }
+            Mutation::Token(p, t) => {
+                let at = p % (bytes.len() + 1);
+                bytes.splice(at..at, t.bytes());
+            }
+            Mutation::Truncate(p) => bytes.truncate(p % n),
+        }
+    }
+    bytes
+}
+
+proptest! {
+    // Bounded so the suite stays fast; each case analyses in every dialect.
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn analysis_of_mutated_fixtures_always_returns_a_consistent_report(
+        which in 0usize..9,
+        mutations in proptest::collection::vec(mutation(), 1..6),
+    ) {
+        let texts = fixture_texts();
+        let bytes = mutate(&texts[which % texts.len()], &mutations);
+        let mut keys = natkey::rewrite::KnownKeys::new();
+        keys.add(natkey::rewrite::parse_natural_key_flag("daily_orders=order_id,line_item_id").expect("valid"));
+        let Ok(text) = natkey::rewrite::task_text(&bytes) else {
+            // Empty, binary or not UTF-8: refused with a reason, which is the contract.
+            return Ok(());
+        };
+        let lines = text.lines().count().max(1);
+        for dialect in natkey::rewrite::Dialect::ALL {
+            let report = natkey::rewrite::analyze("fuzz.sql", &text, dialect, &keys);
+            prop_assert_eq!(report.idempotent, report.findings.is_empty() && report.errors.is_empty());
+            for f in &report.findings {
+                prop_assert!(f.line >= 1 && f.line <= lines + 1, "finding line {} of {}", f.line, lines);
+                prop_assert!(!f.message.is_empty() && !f.fix.is_empty());
+            }
+            if let Some(rewritten) = &report.rewritten {
+                let again = natkey::rewrite::analyze("fuzz.sql", rewritten, dialect, &keys);
+                prop_assert!(again.errors.len() <= report.errors.len(), "the rewrite parses no worse");
+            }
+        }
+    }
+}
