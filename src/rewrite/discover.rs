@@ -125,7 +125,8 @@ pub async fn discover(warehouse: &mut Warehouse) -> Result<Vec<Discovered>, Stri
         .query(
             &WarehouseSql::new(
                 "SELECT CAST(queryid AS TEXT), CAST(calls AS TEXT), query FROM pg_stat_statements \
-                 WHERE query ~* '^\\s*(insert|update|merge)\\M' ORDER BY calls DESC LIMIT 500"
+                 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                   AND query ~* '^\\s*(insert|update|merge)\\M' ORDER BY calls DESC LIMIT 500"
                     .to_string(),
             ),
             &[],

@@ -693,3 +693,194 @@ proptest! {
         }
     }
 }
+
+/// A private PostgreSQL cluster with `pg_stat_statements` preloaded: the shared test server
+/// cannot load it without a restart, so discovery's happy path gets a server of its own
+/// (initdb in a temp folder, a free port), stopped and removed on drop.
+struct StatementsCluster {
+    bin: PathBuf,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl StatementsCluster {
+    fn start() -> StatementsCluster {
+        let version = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries in /usr/lib/postgresql")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .max()
+            .expect("a PostgreSQL version");
+        let bin = PathBuf::from(format!("/usr/lib/postgresql/{version}/bin"));
+        let dir = std::env::temp_dir().join(crate::common::unique_name("natkey_pgss"));
+        std::fs::create_dir_all(&dir).expect("cluster folder");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let cluster = StatementsCluster { bin, dir, port };
+        // PostgreSQL refuses to run as root: as root, run it as the postgres user.
+        let root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false);
+        if root {
+            let status = std::process::Command::new("chown")
+                .args(["postgres:postgres", cluster.dir.to_str().expect("utf-8")])
+                .status()
+                .expect("chown");
+            assert!(status.success());
+        }
+        let pg = |tool: &str, args: &[&str]| {
+            let program = cluster.bin.join(tool);
+            let mut c = if root {
+                let mut c = std::process::Command::new("runuser");
+                c.args(["-u", "postgres", "--"]).arg(&program);
+                c
+            } else {
+                std::process::Command::new(&program)
+            };
+            let out = c.args(args).output().expect("run a PostgreSQL tool");
+            assert!(
+                out.status.success(),
+                "{tool} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let data = cluster.dir.join("data");
+        let data = data.to_str().expect("utf-8");
+        pg(
+            "initdb",
+            &[
+                "-D",
+                data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
+             -c shared_preload_libraries=pg_stat_statements -c fsync=off",
+            cluster.port,
+            cluster.dir.display()
+        );
+        pg(
+            "pg_ctl",
+            &[
+                "-D",
+                data,
+                "-o",
+                &options,
+                "-w",
+                "-t",
+                "60",
+                "-l",
+                &format!("{data}.log"),
+                "start",
+            ],
+        );
+        cluster
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn psql(&self, sql: &str) {
+        let out = std::process::Command::new("psql")
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                &self.url(),
+                "-c",
+                sql,
+            ])
+            .output()
+            .expect("psql");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for StatementsCluster {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let ctl = self.bin.join("pg_ctl");
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(&ctl)
+            .args([
+                "-D",
+                data.to_str().unwrap_or_default(),
+                "-m",
+                "immediate",
+                "stop",
+            ])
+            .output();
+        let _ = std::process::Command::new(&ctl)
+            .args([
+                "-D",
+                data.to_str().unwrap_or_default(),
+                "-m",
+                "immediate",
+                "stop",
+            ])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn discovery_analyses_the_writes_pg_stat_statements_recorded() {
+    let cluster = StatementsCluster::start();
+    cluster.psql(
+        "CREATE EXTENSION pg_stat_statements;
+         CREATE TABLE daily_orders (surrogate_key uuid DEFAULT gen_random_uuid(),
+             order_id bigint NOT NULL, line_item_id int NOT NULL, amount_cents bigint,
+             UNIQUE (order_id, line_item_id));
+         CREATE TABLE staging_orders (order_id bigint, line_item_id int, amount_cents bigint);
+         SELECT pg_stat_statements_reset();",
+    );
+    // The load task, as the orchestrator ran it (a retry would fail on the UNIQUE key).
+    cluster.psql(
+        "INSERT INTO daily_orders (order_id, line_item_id, amount_cents)
+         SELECT order_id, line_item_id, amount_cents FROM staging_orders",
+    );
+    cluster.psql("UPDATE daily_orders SET amount_cents = amount_cents + 1 WHERE order_id = 7");
+    // A write to a table natkey does not see is not listed.
+    cluster.psql("CREATE TEMP TABLE scratch (x int); INSERT INTO scratch VALUES (1)");
+
+    let dir = TempDir::new();
+    let url = cluster.url();
+    let run = rewrite(&dir.0, &["--discover", "--warehouse", &url]);
+    assert_eq!(run.code, 1, "{}", run.describe());
+    let json = run.json();
+    let reports = json
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| vec![json.clone()]);
+    let rules: Vec<String> = reports
+        .iter()
+        .flat_map(|r| r["findings"].as_array().cloned().unwrap_or_default())
+        .filter_map(|f| f["rule"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        rules.iter().any(|r| r == "insert-without-natural-key"),
+        "{rules:?}\n{}",
+        run.describe()
+    );
+    assert!(rules.iter().any(|r| r == "delta-update"), "{rules:?}");
+    let text = serde_json::to_string(&json).unwrap_or_default();
+    assert!(!text.contains("scratch"), "{text}");
+}
