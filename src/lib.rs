@@ -13,10 +13,14 @@ pub mod demo;
 pub mod dialect;
 /// Column roles (surrogate key, load metadata, payload, measures) and natural-key resolution.
 pub mod keys;
+/// Webhook notifications of scheduled runs: idempotency keys, a ledger, retries with backoff.
+pub mod notify;
 /// The migration planner: SQL that makes the database enforce the natural key, per dialect.
 pub mod plan;
 /// Task-SQL analysis: is a load task idempotent, and the minimal edit that makes it so.
 pub mod rewrite;
+/// Nightly audits: schedules (cron in a time zone), a clock, and the run ledger's decisions.
+pub mod schedule;
 /// natkey's own SQLite store: audit runs, their reports, and confirmed natural keys.
 pub mod store;
 /// Read-only warehouse sessions, catalogs, and identifier quoting, one file per engine.

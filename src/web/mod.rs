@@ -84,6 +84,18 @@ pub struct Inner {
     pub live: Mutex<HashMap<i64, LiveProgress>>,
     /// Parsed reports of finished runs (a report never changes once stored).
     pub reports: Mutex<HashMap<i64, Arc<Report>>>,
+    /// Rendered plans per (run, table), every dialect: written from a stored report, so they
+    /// never change either, and writing seven plans is most of a table page's work.
+    pub plans: Mutex<HashMap<(i64, usize), Plans>>,
+}
+
+/// Every dialect's plan for one table of one run.
+pub type Plans = Arc<Vec<RenderedPlan>>;
+
+/// One dialect's plan for a table, or why there is none.
+pub struct RenderedPlan {
+    pub dialect: crate::dialect::Dialect,
+    pub sql: Result<String, String>,
 }
 
 impl AppState {
@@ -103,6 +115,7 @@ impl AppState {
                 analyzer,
                 live: Mutex::new(HashMap::new()),
                 reports: Mutex::new(HashMap::new()),
+                plans: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -127,6 +140,35 @@ impl AppState {
         }
         cache.insert(run, report.clone());
         Ok(Some(report))
+    }
+}
+
+impl AppState {
+    /// Every dialect's plan for table `index` of run `run`'s report, written once.
+    pub fn plans(&self, run: i64, index: usize, report: &Report) -> Plans {
+        if let Some(plans) = lock(&self.inner.plans).get(&(run, index)) {
+            return plans.clone();
+        }
+        let table = &report.tables[index];
+        let plans: Plans = Arc::new(
+            crate::dialect::Dialect::ALL
+                .iter()
+                .map(|&dialect| RenderedPlan {
+                    dialect,
+                    sql: crate::plan::plan_table(&crate::plan::PlanInput::from_report(
+                        report, table, dialect, None,
+                    ))
+                    .map(|p| p.render())
+                    .map_err(|e| e.to_string()),
+                })
+                .collect(),
+        );
+        let mut cache = lock(&self.inner.plans);
+        if cache.len() >= 512 {
+            cache.clear();
+        }
+        cache.insert((run, index), plans.clone());
+        plans
     }
 }
 

@@ -192,14 +192,15 @@ pub async fn page(
     let plans = if t.status == Status::NoKey || t.status == Status::Error {
         Vec::new()
     } else {
-        Dialect::ALL
+        state
+            .plans(id, index, &report)
             .iter()
-            .map(|&d| {
-                let (sql, error) =
-                    match plan::plan_table(&PlanInput::from_report(&report, t, d, None)) {
-                        Ok(p) => (Some(p.render()), None),
-                        Err(e) => (None, Some(e.to_string())),
-                    };
+            .map(|p| {
+                let d = p.dialect;
+                let (sql, error) = match &p.sql {
+                    Ok(sql) => (Some(sql.clone()), None),
+                    Err(e) => (None, Some(e.clone())),
+                };
                 PlanView {
                     dialect: d.name(),
                     sql,

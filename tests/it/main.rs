@@ -11,5 +11,6 @@ mod mysql;
 mod plan;
 mod postgres;
 mod rewrite;
+mod schedule;
 mod sqlite;
 mod web;

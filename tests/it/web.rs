@@ -302,6 +302,12 @@ async fn a_confirmed_key_is_stored_and_used_by_the_next_audit() {
     let report = report_of(&state, next).await;
     let t = &report["tables"][table_index(&report, "main", "daily_orders")];
     assert_eq!(t["natural_key"]["source"], "config");
+    let overview = get(&state, "/").await.html();
+    assert_eq!(
+        overview.select(&sel("svg.trend circle")).count(),
+        2,
+        "the trend line has a point per audit"
+    );
     assert_eq!(
         t["natural_key"]["columns"],
         serde_json::json!(["order_id", "line_item_id", "order_date"])
@@ -718,4 +724,114 @@ async fn proxy_auth_trusts_the_user_header_only_from_the_configured_proxy() {
     assert_eq!(spoofed.status, StatusCode::FORBIDDEN);
     let anonymous = send(&state, request("10.0.0.5:4000", None)).await;
     assert_eq!(anonymous.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn a_running_audit_shows_live_progress_and_a_restart_marks_it_interrupted() {
+    let dir = TempDir::new();
+    let state = demo_state(&dir.0).await;
+    let store = &state.inner.store;
+    let (id, _) = store.queue_run("demo").await.expect("queued");
+    store.mark_running(id).await.expect("running");
+    store
+        .record_progress(id, 2, 6, Some("main.daily_orders"))
+        .await
+        .expect("progress");
+    let page = get(&state, &format!("/runs/{id}")).await.html();
+    let bar = page
+        .select(&sel("progress#run-progress"))
+        .next()
+        .expect("a progress bar");
+    assert_eq!(bar.value().attr("value"), Some("33"));
+    assert!(texts(&page, "#run-progress-text")[0].contains("2 of 6 tables audited"));
+    let data: Value =
+        serde_json::from_str(&texts(&page, "script#run-data")[0]).expect("JSON data element");
+    assert_eq!(data["status"], "running");
+    assert_eq!(data["api"], format!("/api/runs/{id}"));
+    let api = get(&state, &format!("/api/runs/{id}")).await.json();
+    assert_eq!(api["progress"]["done"], 2);
+    assert_eq!(api["progress"]["current"], "main.daily_orders");
+    assert_eq!(api["report"], Value::Null);
+
+    // natkey restarts: the store is opened again.
+    let reopened = Store::open(&dir.0.join("natkey.db"))
+        .await
+        .expect("reopens");
+    let state = AppState::new(
+        reopened,
+        Config::default(),
+        state.inner.warehouses.clone(),
+        AuthSettings::default(),
+        None,
+    );
+    let api = get(&state, &format!("/api/runs/{id}")).await.json();
+    assert_eq!(api["status"], "interrupted");
+    let overview = get(&state, "/").await.html();
+    assert!(texts(&overview, "section.warehouse p.error-message")[0].contains("interrupted"));
+}
+
+/// Starts `natkey serve` and returns it with the URL it printed.
+fn spawn_serve(dir: &Path, config: &Path) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_natkey"))
+        .current_dir(dir)
+        .args(["serve", "--config"])
+        .arg(config)
+        .args(["--bind", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("natkey serve starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("natkey prints its URL");
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .trim_end_matches('/')
+        .to_string();
+    (child, url)
+}
+
+#[tokio::test]
+async fn natkey_serve_reads_its_config_and_starts_twice_on_the_same_store() {
+    let dir = TempDir::new();
+    let warehouse = dir.0.join("dw.sqlite");
+    natkey::demo::create_demo_warehouse(&warehouse)
+        .await
+        .expect("demo");
+    let config = dir.0.join("natkey.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[warehouse]]\nname = \"dw\"\nurl = \"sqlite://{}\"\n\n[store]\npath = \"state/natkey.db\"\n",
+            warehouse.display()
+        ),
+    )
+    .expect("config");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    for round in 0..2 {
+        let (mut child, url) = spawn_serve(&dir.0, &config);
+        let answer: Result<Value, String> = (|| {
+            let mut r = agent
+                .get(&format!("{url}/api/warehouses"))
+                .call()
+                .map_err(|e| e.to_string())?;
+            r.body_mut().read_json::<Value>().map_err(|e| e.to_string())
+        })();
+        let _ = child.kill();
+        let _ = child.wait();
+        let answer = answer.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(answer[0]["name"], "dw", "round {round}");
+    }
+    assert!(
+        dir.0.join("state/natkey.db").is_file(),
+        "the store lives where [store] says"
+    );
 }
