@@ -139,23 +139,7 @@ fn rewrite_task(
 ) -> (String, Vec<String>) {
     use natkey::rewrite::{KnownKeys, TableKeys, analyze};
     let mut keys = KnownKeys::new();
-    if let Some(key) = &table.natural_key {
-        let mut known = TableKeys::new(
-            TableName {
-                schema: Some(table.schema.clone()),
-                name: table.name.clone(),
-            },
-            key.columns.clone(),
-            key.source,
-        );
-        known.surrogate_key = table.surrogate_key.clone();
-        known.nullable = table
-            .columns
-            .iter()
-            .filter(|c| c.nullable)
-            .map(|c| c.name.clone())
-            .collect();
-        known.survivor = table.survivor.clone();
+    if let Some(known) = TableKeys::from_report(table) {
         keys.add(known);
     }
     let report = analyze(file, text, dialect, &keys);

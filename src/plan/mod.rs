@@ -252,6 +252,22 @@ impl Table<'_> {
             .collect()
     }
 
+    /// The action of `ON CONFLICT (key)`: nothing for append-only facts; for mutable facts (the
+    /// table had conflicting groups) the source's payload, `{excluded}.col`, asserted.
+    pub fn on_conflict_action(&self, excluded: &str) -> String {
+        let updates: Vec<String> = self
+            .payload()
+            .iter()
+            .filter(|c| self.mutable && !self.key.columns.contains(&c.name))
+            .map(|c| format!("{0} = {excluded}.{0}", self.q(&c.name)))
+            .collect();
+        if updates.is_empty() {
+            "DO NOTHING".to_string()
+        } else {
+            format!("DO UPDATE SET {}", updates.join(", "))
+        }
+    }
+
     /// `ORDER BY` of `ROW_NUMBER()` so that row 1 of each group is the survivor; `tiebreak`
     /// (the row identity) makes the choice deterministic.
     pub fn survivor_order(&self, tiebreak: &[String]) -> String {

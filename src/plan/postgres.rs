@@ -197,22 +197,8 @@ pub(super) fn plan(t: &Table, input: &PlanInput) -> DialectPlan {
         )));
     }
 
-    let payload = t.payload();
-    let cols: Vec<String> = payload.iter().map(|c| t.q(&c.name)).collect();
-    let conflict = if t.mutable {
-        let updates: Vec<String> = payload
-            .iter()
-            .filter(|c| !t.key.columns.contains(&c.name))
-            .map(|c| format!("{0} = EXCLUDED.{0}", t.q(&c.name)))
-            .collect();
-        if updates.is_empty() {
-            "DO NOTHING".to_string()
-        } else {
-            format!("DO UPDATE SET {}", updates.join(", "))
-        }
-    } else {
-        "DO NOTHING".to_string()
-    };
+    let cols: Vec<String> = t.payload().iter().map(|c| t.q(&c.name)).collect();
+    let conflict = t.on_conflict_action("EXCLUDED");
     let load = vec![format!(
         "INSERT INTO {table} ({cols})\nSELECT {cols} FROM {staging}\nON CONFLICT ({key}) {conflict}",
         table = t.qualified,

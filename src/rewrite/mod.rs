@@ -97,6 +97,29 @@ impl TableKeys {
         }
     }
 
+    /// The keys of an audited table: its natural key (with source), surrogate key, nullable
+    /// columns and survivor rule; `None` when the audit found no natural key.
+    pub fn from_report(table: &crate::audit::report::TableReport) -> Option<Self> {
+        let key = table.natural_key.as_ref()?;
+        let mut known = TableKeys::new(
+            TableName {
+                schema: Some(table.schema.clone()),
+                name: table.name.clone(),
+            },
+            key.columns.clone(),
+            key.source,
+        );
+        known.surrogate_key = table.surrogate_key.clone();
+        known.nullable = table
+            .columns
+            .iter()
+            .filter(|c| c.nullable)
+            .map(|c| c.name.clone())
+            .collect();
+        known.survivor = table.survivor.clone();
+        Some(known)
+    }
+
     pub fn is_surrogate(&self, column: &str) -> bool {
         self.surrogate_key
             .iter()

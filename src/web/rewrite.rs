@@ -148,25 +148,7 @@ impl TaskAnalyzer for NatkeyRewriter {
     fn analyze(&self, sql: &str, dialect: Dialect, table: Option<&TableReport>) -> RewriteOutcome {
         use crate::rewrite::{KnownKeys, TableKeys};
         let mut keys = KnownKeys::new();
-        if let Some(t) = table
-            && let Some(k) = &t.natural_key
-        {
-            let mut known = TableKeys::new(
-                crate::config::TableName {
-                    schema: Some(t.schema.clone()),
-                    name: t.name.clone(),
-                },
-                k.columns.clone(),
-                k.source,
-            );
-            known.surrogate_key = t.surrogate_key.clone();
-            known.nullable = t
-                .columns
-                .iter()
-                .filter(|c| c.nullable)
-                .map(|c| c.name.clone())
-                .collect();
-            known.survivor = t.survivor.clone();
+        if let Some(known) = table.and_then(TableKeys::from_report) {
             keys.add(known);
         }
         keys.add_config(&self.config);
