@@ -25,6 +25,12 @@ pub struct Config {
     /// `[store]`: natkey's own SQLite database (runs, reports, confirmed keys).
     #[serde(default)]
     pub store: StoreSettings,
+    /// `[[schedule]]`: nightly audits `natkey serve` runs.
+    #[serde(default, rename = "schedule")]
+    pub schedules: Vec<crate::schedule::ScheduleConfig>,
+    /// `[[notify]]`: webhook targets schedules notify.
+    #[serde(default, rename = "notify")]
+    pub notify: Vec<crate::notify::TargetConfig>,
 }
 
 /// One `[[warehouse]]` entry of `natkey serve`. The URL comes from `url`, or (to keep a password
@@ -89,12 +95,31 @@ pub enum AuthMode {
     Proxy,
 }
 
-/// `[store]` of `natkey serve`.
+/// `[store]` of `natkey serve` (and `natkey audit --save`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
     /// Default `natkey-data/natkey.db`.
     pub path: Option<PathBuf>,
+    /// Retention: finished runs kept per warehouse (default 90; the latest succeeded run is
+    /// always kept).
+    pub keep_runs: Option<u32>,
+}
+
+/// Runs kept per warehouse when `[store] keep_runs` is not set.
+pub const DEFAULT_KEEP_RUNS: u32 = 90;
+
+impl StoreSettings {
+    /// The store's file (`natkey-data/natkey.db` unless `path` says otherwise).
+    pub fn path(&self) -> PathBuf {
+        self.path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("natkey-data/natkey.db"))
+    }
+
+    pub fn keep_runs(&self) -> u32 {
+        self.keep_runs.unwrap_or(DEFAULT_KEEP_RUNS)
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -182,7 +207,58 @@ impl Config {
                 }
             }
         }
+        config
+            .check_schedules()
+            .map_err(|message| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message,
+            })?;
         Ok(config)
+    }
+
+    /// Checks `[[schedule]]` and `[[notify]]`: unique names, a valid cron pattern and zone
+    /// (errors name the schedule and the field), a `[[warehouse]]` and `[[notify]]` entries
+    /// that exist, `keep_runs` of at least 1.
+    fn check_schedules(&self) -> Result<(), String> {
+        if self.store.keep_runs == Some(0) {
+            return Err(
+                "[store] keep_runs must be at least 1 (the latest run is always kept)".into(),
+            );
+        }
+        let mut targets: Vec<&str> = Vec::new();
+        for t in &self.notify {
+            if t.name.trim().is_empty() {
+                return Err("[[notify]]: name must not be empty".into());
+            }
+            if targets.contains(&t.name.as_str()) {
+                return Err(format!("[[notify]] {:?} is listed twice", t.name));
+            }
+            if t.url.is_some() == t.url_env.is_some() {
+                return Err(format!(
+                    "[[notify]] {:?}: give exactly one of url or url_env",
+                    t.name
+                ));
+            }
+            targets.push(&t.name);
+        }
+        let mut names: Vec<&str> = Vec::new();
+        for entry in &self.schedules {
+            let schedule = crate::schedule::Schedule::parse(entry).map_err(|e| e.to_string())?;
+            schedule
+                .check_targets(&targets)
+                .map_err(|e| e.to_string())?;
+            if names.contains(&entry.name.as_str()) {
+                return Err(format!("[[schedule]] {:?} is listed twice", entry.name));
+            }
+            names.push(&entry.name);
+            if !self.warehouses.iter().any(|w| w.name == entry.warehouse) {
+                return Err(format!(
+                    "schedule {:?}: warehouse: no [[warehouse]] is named {:?}",
+                    entry.name, entry.warehouse
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The `[[table]]` entry for a table: an exact `schema.table` match wins over a bare name.
@@ -444,5 +520,54 @@ mod tests {
         };
         assert_eq!(key("sales"), Some(vec!["b".to_string()]));
         assert_eq!(key("public"), Some(vec!["a".to_string()]));
+    }
+
+    #[test]
+    fn schedule_errors_name_the_schedule_and_the_field() {
+        let path = Path::new("natkey.toml");
+        let base = "[[warehouse]]\nname = \"dw\"\nurl = \"sqlite://dw.sqlite\"\n\
+                    [[notify]]\nname = \"oncall\"\nurl = \"https://hooks.example.com/x\"\n";
+        let with = |schedule: &str| {
+            Config::parse(
+                &format!("{base}[[schedule]]\nname = \"nightly\"\n{schedule}"),
+                path,
+            )
+        };
+        let ok = with("warehouse = \"dw\"\ncron = \"0 2 * * *\"\ntimezone = \"Europe/Berlin\"\nnotify = [\"oncall\"]\n")
+            .expect("valid");
+        assert_eq!(ok.schedules.len(), 1);
+        for (schedule, needles) in [
+            (
+                "warehouse = \"dw\"\ncron = \"0 25 * * *\"\ntimezone = \"UTC\"\n",
+                &["schedule \"nightly\"", "cron \"0 25 * * *\""][..],
+            ),
+            (
+                "warehouse = \"dw\"\ncron = \"0 2 * *\"\ntimezone = \"UTC\"\n",
+                &["schedule \"nightly\"", "expected 5 fields"][..],
+            ),
+            (
+                "warehouse = \"dw\"\ncron = \"0 2 * * *\"\ntimezone = \"Europe/Berlinn\"\n",
+                &["schedule \"nightly\"", "timezone", "Europe/Berlinn"][..],
+            ),
+            (
+                "warehouse = \"dwh\"\ncron = \"0 2 * * *\"\ntimezone = \"UTC\"\n",
+                &["schedule \"nightly\"", "warehouse", "\"dwh\""][..],
+            ),
+            (
+                "warehouse = \"dw\"\ncron = \"0 2 * * *\"\ntimezone = \"UTC\"\nnotify = [\"pager\"]\n",
+                &["schedule \"nightly\"", "notify", "\"pager\""][..],
+            ),
+            (
+                "warehouse = \"dw\"\ncron = \"0 2 * * *\"\ntimezone = \"UTC\"\ncorn = 1\n",
+                &["line", "corn"][..],
+            ),
+        ] {
+            let err = with(schedule).expect_err(schedule).to_string();
+            for needle in needles {
+                assert!(err.contains(needle), "{needle:?} not in {err}");
+            }
+        }
+        let err = Config::parse("[store]\nkeep_runs = 0\n", path).expect_err("keep 0");
+        assert!(err.to_string().contains("keep_runs"), "{err}");
     }
 }

@@ -67,10 +67,13 @@ pub enum AuditError {
     Warehouse(#[from] WarehouseError),
     #[error("{0}")]
     UnknownTables(String),
+    #[error("lost the connection to the warehouse while auditing {table}: {message}")]
+    ConnectionLost { table: String, message: String },
 }
 
 /// Audits the warehouse. One table's failure is recorded in its report and never stops the
-/// others; only failing to list the tables (or naming a table that does not exist) is an error.
+/// others; only failing to list the tables (or naming a table that does not exist), or losing
+/// the connection, is an error.
 pub async fn run(
     warehouse: &mut Warehouse,
     config: &Config,
@@ -118,6 +121,14 @@ pub async fn run(
             table,
         });
         let report = audit_table(warehouse, table, config, options).await;
+        if report.status == Status::Error && warehouse.ping().await.is_err() {
+            // The session is gone (the server restarted, an administrator terminated it): every
+            // table after this one would fail the same way, so the audit fails, with the cause.
+            return Err(AuditError::ConnectionLost {
+                table: table.to_string(),
+                message: report.message.unwrap_or_default(),
+            });
+        }
         progress(Progress::Finished {
             index: i + 1,
             total,

@@ -16,9 +16,10 @@ use super::Format;
 
 #[derive(clap::Args)]
 pub struct AuditArgs {
-    /// postgres://USER@HOST:PORT/DB, mysql://USER@HOST:PORT/DB or sqlite://PATH.
+    /// postgres://USER@HOST:PORT/DB, mysql://USER@HOST:PORT/DB, sqlite://PATH, or the name of
+    /// a [[warehouse]] in natkey.toml [default: the only [[warehouse]] of natkey.toml].
     #[arg(long, env = "NATKEY_WAREHOUSE_URL", hide_env_values = true)]
-    pub warehouse: String,
+    pub warehouse: Option<String>,
     /// natkey.toml (default: ./natkey.toml when it exists).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -39,6 +40,51 @@ pub struct AuditArgs {
     /// Learn natural keys and survivor rules from an existing dedupe job (repeatable).
     #[arg(long = "dedupe-job", value_name = "FILE")]
     pub dedupe_jobs: Vec<PathBuf>,
+    /// Record this run (its report, or why it failed) in natkey's store ([store] of
+    /// natkey.toml), into the history `natkey serve` shows, under the [[warehouse]] name.
+    #[arg(long)]
+    save: bool,
+    /// With --save: record the run as a run of this [[schedule]] (Airflow or cron runs it).
+    #[arg(long, value_name = "NAME", requires = "save")]
+    schedule: Option<String>,
+}
+
+/// The warehouse `--warehouse` names: a URL, or a `[[warehouse]]` name (then the URL comes from
+/// natkey.toml); with no `--warehouse`, the only `[[warehouse]]`. Returns the URL and the name
+/// the store records runs under.
+fn resolve_warehouse(
+    arg: Option<&str>,
+    config: &Config,
+) -> Result<(String, Option<String>), String> {
+    let by_name = |name: &str| config.warehouses.iter().find(|w| w.name == name);
+    match arg {
+        Some(text) if text.contains("://") => {
+            // A URL: its name is the [[warehouse]] with the same URL, if any.
+            let name = config
+                .warehouses
+                .iter()
+                .find(|w| w.resolve_url().is_ok_and(|u| u == text))
+                .map(|w| w.name.clone());
+            Ok((text.to_string(), name))
+        }
+        Some(name) => match by_name(name) {
+            Some(w) => Ok((w.resolve_url()?, Some(w.name.clone()))),
+            None => Err(format!(
+                "--warehouse {name:?} is neither a URL (postgres://, mysql://, sqlite://) nor a \
+                 [[warehouse]] name in natkey.toml"
+            )),
+        },
+        None => match config.warehouses.as_slice() {
+            [only] => Ok((only.resolve_url()?, Some(only.name.clone()))),
+            [] => Err(
+                "--warehouse is required (a URL, or a [[warehouse]] name of natkey.toml)".into(),
+            ),
+            _ => Err(format!(
+                "natkey.toml lists {} warehouses: choose one with --warehouse NAME",
+                config.warehouses.len()
+            )),
+        },
+    }
 }
 
 #[derive(clap::Args)]
@@ -60,8 +106,37 @@ pub fn parse_table_name(text: &str) -> Result<TableName, String> {
 
 pub async fn audit(args: AuditArgs) -> Result<ExitCode, String> {
     let config = load_config(args.config.as_deref())?;
-    let report = run_audit(
-        &args.warehouse,
+    let (url, name) = resolve_warehouse(args.warehouse.as_deref(), &config)?;
+    // With --save, the store is opened before the audit: a store natkey cannot write is an
+    // error before minutes of auditing, not after.
+    let save = match args.save {
+        false => None,
+        true => {
+            let Some(name) = name else {
+                return Err(format!(
+                    "--save records runs under a [[warehouse]] name: add this warehouse to \
+                     natkey.toml (or pass --warehouse NAME); {} is not listed there",
+                    WarehouseUrl::parse(&url)
+                        .map(|u| u.redacted().to_string())
+                        .unwrap_or_else(|_| "the URL".into())
+                ));
+            };
+            if let Some(schedule) = &args.schedule
+                && !config.schedules.iter().any(|s| &s.name == schedule)
+            {
+                return Err(format!(
+                    "--schedule: no [[schedule]] named {schedule:?} in natkey.toml"
+                ));
+            }
+            let store = natkey::store::Store::open(&config.store.path())
+                .await
+                .map_err(|e| e.to_string())?;
+            Some((store, name))
+        }
+    };
+    let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let result = run_audit(
+        &url,
         &config,
         AuditScope {
             schemas: args.schemas,
@@ -71,7 +146,27 @@ pub async fn audit(args: AuditArgs) -> Result<ExitCode, String> {
         args.sample_rows,
         args.statement_timeout,
     )
-    .await?;
+    .await;
+    if let Some((store, name)) = &save {
+        let id = store
+            .record_cli_run(
+                name,
+                args.schedule.as_deref(),
+                &started_at,
+                result.as_ref().map_err(String::as_str),
+            )
+            .await
+            .map_err(|e| format!("recording the run with --save: {e}"))?;
+        store
+            .prune(name, config.store.keep_runs())
+            .await
+            .map_err(|e| format!("retention after --save: {e}"))?;
+        eprintln!(
+            "natkey: recorded as run {id} of {name} in {}",
+            config.store.path().display()
+        );
+    }
+    let report = result?;
     print_report(&report, args.format)?;
     Ok(exit_code(&report))
 }

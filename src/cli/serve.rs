@@ -31,11 +31,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         .bind
         .or_else(|| config.server.bind.clone())
         .unwrap_or_else(|| "127.0.0.1:8080".into());
-    let store_path = config
-        .store
-        .path
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("natkey-data/natkey.db"));
+    let store_path = config.store.path();
     run_server(config, warehouses, &store_path, &bind, None).await
 }
 
@@ -48,6 +44,8 @@ pub async fn run_server(
     audit_first: Option<&str>,
 ) -> Result<ExitCode, String> {
     let auth = web::auth_from_config(&config)?;
+    // Unusable [[schedule]] or [[notify]] entries (a url_env that is not set) stop the start.
+    let (schedules, _) = web::schedules_from_config(&config)?;
     let store = Store::open(store_path).await.map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(bind)
         .await
@@ -65,6 +63,19 @@ pub async fn run_server(
     let state = AppState::new(store.clone(), config, warehouses, auth, Some(analyzer));
     if let Some(name) = audit_first {
         audit_and_wait(&state, &store, name).await?;
+    }
+    if !schedules.is_empty() {
+        let nightly = Arc::new(web::NightlyAudits::new(
+            state.clone(),
+            Arc::new(natkey::schedule::SystemClock),
+            natkey::notify::RetryPolicy::default(),
+        ));
+        for s in &schedules {
+            if let Ok(next) = s.next_after(chrono::Utc::now()) {
+                eprintln!("natkey: schedule {s}: next run {}", s.local(next));
+            }
+        }
+        tokio::spawn(nightly.run_forever());
     }
     println!("natkey is serving on http://{addr}/ (Ctrl-C stops it)");
     web::serve(listener, state)
@@ -123,8 +134,18 @@ pub async fn demo(data_dir: &Path, bind: &str) -> Result<ExitCode, String> {
     natkey::demo::create_demo_warehouse(&path)
         .await
         .map_err(|e| format!("creating the demo warehouse {}: {e}", path.display()))?;
-    let config = Config::parse(natkey::demo::DEMO_CONFIG, Path::new("demo natkey.toml"))
+    let mut config = Config::parse(natkey::demo::DEMO_CONFIG, Path::new("demo natkey.toml"))
         .map_err(|e| e.to_string())?;
+    // A nightly audit of the demo warehouse, so the Schedules page has something to show.
+    config.schedules.push(natkey::schedule::ScheduleConfig {
+        name: "nightly-demo".into(),
+        warehouse: "demo".into(),
+        cron: "0 2 * * *".into(),
+        timezone: "UTC".into(),
+        schemas: Vec::new(),
+        tables: Vec::new(),
+        notify: Vec::new(),
+    });
     let url = natkey::warehouse::WarehouseUrl::parse(&format!("sqlite://{}", path.display()))
         .map_err(|e| e.to_string())?;
     let warehouses = vec![WarehouseEntry {

@@ -1,7 +1,8 @@
 //! The notification ledger in natkey's SQLite store: table `notifications`, one row per
 //! idempotency key (UNIQUE).
 //!
-//! [`ensure_schema`] creates the table until the store's migrations take it over.
+//! The table is created by the store's migrations (`migrations/20261204000001_schedules.sql`):
+//! open a [`crate::store::Store`] and pass its pool.
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -11,29 +12,6 @@ use super::ledger::{
     NotificationLedger, NotificationLedgerError, NotificationRecord, NotificationStatus,
 };
 use crate::schedule::{parse_slot, slot_text};
-
-/// `notifications`: a webhook message per idempotency key (`natkey:<run id>:<target>`), written
-/// as `pending` before the first call. It names the target, never its URL (which may hold a
-/// secret). `body` is the exact payload, re-sent as is after a restart.
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS notifications (
-    id              INTEGER PRIMARY KEY,
-    idempotency_key TEXT NOT NULL UNIQUE,
-    run_id          INTEGER NOT NULL,
-    target          TEXT NOT NULL,
-    status          TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
-    attempts        INTEGER NOT NULL DEFAULT 0,
-    last_error      TEXT,
-    body            TEXT NOT NULL,
-    created_at      TEXT NOT NULL,
-    updated_at      TEXT NOT NULL
-)";
-
-/// Creates `notifications` when it is missing (the store's migrations will own it).
-pub async fn ensure_schema(pool: &SqlitePool) -> Result<(), NotificationLedgerError> {
-    sqlx::query(SCHEMA).execute(pool).await?;
-    Ok(())
-}
 
 /// [`NotificationLedger`] over natkey's SQLite store.
 #[derive(Debug, Clone)]

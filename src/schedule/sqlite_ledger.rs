@@ -1,7 +1,8 @@
 //! The run ledger in natkey's SQLite store: table `scheduled_runs`, one row per claimed slot,
 //! `UNIQUE (schedule, scheduled_for)`.
 //!
-//! [`ensure_schema`] creates the table until the store's migrations take it over.
+//! The table is created by the store's migrations (`migrations/20261204000001_schedules.sql`):
+//! open a [`crate::store::Store`] and pass its pool.
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -12,29 +13,6 @@ use super::ledger::{
 };
 use super::{parse_slot, slot_text};
 
-/// `scheduled_runs`: a scheduled run per `(schedule, scheduled_for)`. `scheduled_for` is the slot
-/// as UTC text (`2026-03-29T01:00:00Z`), so text order is time order. `catch_up` holds how many
-/// slots had passed when a late slot ran (NULL when it ran on time).
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS scheduled_runs (
-    id            INTEGER PRIMARY KEY,
-    schedule      TEXT NOT NULL,
-    scheduled_for TEXT NOT NULL,
-    status        TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'interrupted')),
-    catch_up      INTEGER,
-    reason        TEXT,
-    owner         TEXT NOT NULL,
-    started_at    TEXT NOT NULL,
-    finished_at   TEXT,
-    UNIQUE (schedule, scheduled_for)
-)";
-
-/// Creates `scheduled_runs` when it is missing (the store's migrations will own it).
-pub async fn ensure_schema(pool: &SqlitePool) -> Result<(), LedgerError> {
-    sqlx::query(SCHEMA).execute(pool).await?;
-    Ok(())
-}
-
 /// [`RunLedger`] over natkey's SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteRunLedger {
@@ -42,7 +20,7 @@ pub struct SqliteRunLedger {
 }
 
 impl SqliteRunLedger {
-    /// A ledger on `pool`, whose database already has the table ([`ensure_schema`]).
+    /// A ledger on `pool`, natkey's store's pool (`Store::pool`).
     pub fn new(pool: SqlitePool) -> Self {
         SqliteRunLedger { pool }
     }

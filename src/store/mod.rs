@@ -1,5 +1,6 @@
-//! natkey's own SQLite store: audit runs, their reports, and the natural keys people confirmed
-//! on the table page. Opened in WAL mode and written in transactions, so a kill at any moment
+//! natkey's own SQLite store: audit runs, their reports and per-table figures, the natural keys
+//! people confirmed on the table page, and the ledgers of nightly audits (scheduled slots,
+//! notifications, paused schedules). Opened in WAL mode and written in transactions, so a kill at any moment
 //! leaves it consistent; migrations (`migrations/`) are embedded in the binary and applied on
 //! open.
 
@@ -13,6 +14,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
 
 use crate::audit::report::Report;
+
+mod history;
+
+use history::write_run_tables;
+pub use history::{LatestRun, MetricsSnapshot, TableTrendPoint};
 
 /// A failure of natkey's own store, with the file it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -67,12 +73,49 @@ impl FromStr for RunStatus {
     }
 }
 
+/// Who started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunTrigger {
+    /// A person, on the web app or through the API.
+    Manual,
+    /// The scheduler, for a slot of a `[[schedule]]`.
+    Schedule,
+    /// `natkey audit --save`.
+    Cli,
+}
+
+impl RunTrigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunTrigger::Manual => "manual",
+            RunTrigger::Schedule => "schedule",
+            RunTrigger::Cli => "cli",
+        }
+    }
+}
+
+impl FromStr for RunTrigger {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "manual" => RunTrigger::Manual,
+            "schedule" => RunTrigger::Schedule,
+            "cli" => RunTrigger::Cli,
+            other => return Err(format!("unknown run trigger {other:?}")),
+        })
+    }
+}
+
 /// One audit run as the store keeps it (the report itself is loaded separately).
 #[derive(Debug, Clone, Serialize)]
 pub struct Run {
     pub id: i64,
     pub warehouse: String,
     pub status: RunStatus,
+    pub trigger: RunTrigger,
+    /// The schedule the run belongs to (a slot of it, or its "Run now").
+    pub schedule: Option<String>,
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
@@ -102,8 +145,9 @@ pub struct Store {
     pool: SqlitePool,
 }
 
-const RUN_COLUMNS: &str = "id, warehouse, status, created_at, started_at, finished_at, \
-     tables_done, tables_total, current_table, error, tables, with_duplicates, excess_rows";
+const RUN_COLUMNS: &str = "id, warehouse, status, trigger, schedule, created_at, started_at, \
+     finished_at, tables_done, tables_total, current_table, error, tables, with_duplicates, \
+     excess_rows";
 
 fn migrator() -> Migrator {
     let migration = |version: i64, description: &'static str, sql: &'static str| {
@@ -115,11 +159,18 @@ fn migrator() -> Migrator {
             false,
         )
     };
-    Migrator::with_migrations(vec![migration(
-        20261203000001,
-        "store",
-        include_str!("../../migrations/20261203000001_store.sql"),
-    )])
+    Migrator::with_migrations(vec![
+        migration(
+            20261203000001,
+            "store",
+            include_str!("../../migrations/20261203000001_store.sql"),
+        ),
+        migration(
+            20261204000001,
+            "schedules",
+            include_str!("../../migrations/20261204000001_schedules.sql"),
+        ),
+    ])
 }
 
 pub fn now() -> String {
@@ -158,6 +209,12 @@ impl Store {
         Ok(store)
     }
 
+    /// The connection pool, for the ledgers of `crate::schedule` and `crate::notify`, whose
+    /// tables this store's migrations create.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     async fn mark_interrupted(&self) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "UPDATE runs SET status = 'interrupted', finished_at = ?, \
@@ -172,7 +229,12 @@ impl Store {
 
     /// Queues an audit of `warehouse`, or returns the one already queued or running (a second
     /// click joins the first). The bool says whether a new run was created.
-    pub async fn queue_run(&self, warehouse: &str) -> Result<(i64, bool), StoreError> {
+    pub async fn queue_run(
+        &self,
+        warehouse: &str,
+        trigger: RunTrigger,
+        schedule: Option<&str>,
+    ) -> Result<(i64, bool), StoreError> {
         let mut tx = self.pool.begin().await?;
         let existing: Option<i64> = sqlx::query_scalar(
             "SELECT id FROM runs WHERE warehouse = ? AND status IN ('queued', 'running')",
@@ -184,9 +246,12 @@ impl Store {
             return Ok((id, false));
         }
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO runs (warehouse, status, created_at) VALUES (?, 'queued', ?) RETURNING id",
+            "INSERT INTO runs (warehouse, status, trigger, schedule, created_at) \
+             VALUES (?, 'queued', ?, ?, ?) RETURNING id",
         )
         .bind(warehouse)
+        .bind(trigger.as_str())
+        .bind(schedule)
         .bind(now())
         .fetch_one(&mut *tx)
         .await?;
@@ -249,6 +314,7 @@ impl Store {
         .bind(id)
         .execute(&mut *tx)
         .await?;
+        write_run_tables(&mut tx, id, report).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -359,6 +425,7 @@ impl Store {
 
 fn run_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Run, StoreError> {
     let status: String = r.try_get("status")?;
+    let trigger: String = r.try_get("trigger")?;
     Ok(Run {
         id: r.try_get("id")?,
         warehouse: r.try_get("warehouse")?,
@@ -366,6 +433,11 @@ fn run_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Run, StoreError> {
             run: r.try_get("id").unwrap_or(0),
             message,
         })?,
+        trigger: trigger.parse().map_err(|message| StoreError::BadReport {
+            run: r.try_get("id").unwrap_or(0),
+            message,
+        })?,
+        schedule: r.try_get("schedule")?,
         created_at: r.try_get("created_at")?,
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,
@@ -396,16 +468,17 @@ mod tests {
     async fn a_restart_marks_unfinished_runs_interrupted_and_a_second_click_joins_the_first() {
         let path = temp_path("restart");
         let store = Store::open(&path).await.expect("opens");
-        let (first, created) = store.queue_run("dw").await.expect("queues");
+        let manual = RunTrigger::Manual;
+        let (first, created) = store.queue_run("dw", manual, None).await.expect("queues");
         assert!(created);
-        let (again, created) = store.queue_run("dw").await.expect("queues");
+        let (again, created) = store.queue_run("dw", manual, None).await.expect("queues");
         assert_eq!((again, created), (first, false));
         store.mark_running(first).await.expect("runs");
         drop(store);
         let store = Store::open(&path).await.expect("reopens");
         let run = store.run(first).await.expect("reads").expect("exists");
         assert_eq!(run.status, RunStatus::Interrupted);
-        let (next, created) = store.queue_run("dw").await.expect("queues");
+        let (next, created) = store.queue_run("dw", manual, None).await.expect("queues");
         assert!(created && next != first);
         let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
     }

@@ -263,6 +263,18 @@ impl Warehouse {
         &self.server_version
     }
 
+    /// Whether the session still answers (after a table failed: a lost connection fails every
+    /// table after it, so the audit stops instead).
+    pub async fn ping(&mut self) -> Result<(), WarehouseError> {
+        use sqlx::Connection;
+        let answer = match &mut self.conn {
+            Conn::Postgres(conn) => conn.ping().await,
+            Conn::MySql(conn) => conn.ping().await,
+            Conn::Sqlite(conn) => conn.ping().await,
+        };
+        answer.map_err(|e| WarehouseError::query("the warehouse connection", &e))
+    }
+
     /// Runs one statement and returns its rows with every column decoded as text. Statements
     /// must cast their columns to text themselves ([`Engine::to_text`]).
     pub async fn query(

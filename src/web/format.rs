@@ -159,27 +159,48 @@ pub fn day_chart(table: &TableReport) -> Option<DayChart> {
     })
 }
 
-/// A small trend line over past audits (excess rows), oldest left.
+/// A small trend line over past audits, oldest left: `label` says what it plots.
 pub struct Trend {
+    pub label: String,
     pub line: String,
     pub points: Vec<(f64, f64, String)>,
 }
 
+/// Excess rows over past audits: `(when, excess rows)`, oldest first.
 pub fn trend(values: &[(String, i64)]) -> Option<Trend> {
+    let values: Vec<(String, f64, String)> = values
+        .iter()
+        .map(|(when, v)| {
+            (
+                when.clone(),
+                *v as f64,
+                format!("{when}: {} excess rows", count(Some(*v))),
+            )
+        })
+        .collect();
+    trend_of("excess rows, past audits", &values)
+}
+
+/// A trend of any figure: `(when, value, tooltip)`, oldest first; `None` below two points.
+pub fn trend_of(label: &str, values: &[(String, f64, String)]) -> Option<Trend> {
     if values.len() < 2 {
         return None;
     }
     let (w, h, pad) = (240.0, 48.0, 4.0);
-    let max = values.iter().map(|v| v.1).max().unwrap_or(0).max(1) as f64;
+    let max = values
+        .iter()
+        .map(|v| v.1)
+        .fold(0.0_f64, f64::max)
+        .max(f64::MIN_POSITIVE);
     let step = (w - 2.0 * pad) / (values.len() - 1) as f64;
     let points: Vec<(f64, f64, String)> = values
         .iter()
         .enumerate()
-        .map(|(i, (when, v))| {
+        .map(|(i, (_, v, tip))| {
             (
                 round(pad + i as f64 * step),
-                round(h - pad - (h - 2.0 * pad) * *v as f64 / max),
-                format!("{when}: {} excess rows", count(Some(*v))),
+                round(h - pad - (h - 2.0 * pad) * v.max(0.0) / max),
+                tip.clone(),
             )
         })
         .collect();
@@ -188,7 +209,55 @@ pub fn trend(values: &[(String, i64)]) -> Option<Trend> {
         .map(|(x, y, _)| format!("{x},{y}"))
         .collect::<Vec<_>>()
         .join(" ");
-    Some(Trend { line, points })
+    Some(Trend {
+        label: label.to_string(),
+        line,
+        points,
+    })
+}
+
+/// One measure's overcount over past audits of a table (the worst case, `overcount_max`), and
+/// the table's excess rows, from the store's per-table figures.
+pub fn table_trends(points: &[crate::store::TableTrendPoint], measures: &[String]) -> Vec<Trend> {
+    use rust_decimal::prelude::ToPrimitive;
+    let when = |p: &crate::store::TableTrendPoint| p.finished_at.clone();
+    let excess: Vec<(String, f64, String)> = points
+        .iter()
+        .map(|p| {
+            let v = p.excess_rows.unwrap_or(0);
+            (
+                when(p),
+                v as f64,
+                format!("{}: {} excess rows", when(p), count(Some(v))),
+            )
+        })
+        .collect();
+    let mut out: Vec<Trend> = trend_of("excess rows, past audits", &excess)
+        .into_iter()
+        .collect();
+    for measure in measures {
+        let values: Vec<(String, f64, String)> = points
+            .iter()
+            .map(|p| {
+                let over = p
+                    .measures
+                    .iter()
+                    .find(|m| &m.column == measure)
+                    .map(|m| m.overcount_max)
+                    .unwrap_or_default();
+                (
+                    when(p),
+                    over.0.to_f64().unwrap_or(0.0),
+                    format!("{}: {measure} overcount up to {over}", when(p)),
+                )
+            })
+            .collect();
+        out.extend(trend_of(
+            &format!("{measure} overcount, past audits"),
+            &values,
+        ));
+    }
+    out
 }
 
 fn round(v: f64) -> f64 {

@@ -5,8 +5,10 @@
 //! One file per page area: `overview.rs` (warehouses, latest audit, trend), `runs.rs` (an audit
 //! run: live progress, the table list, exports, the runner that executes audits in the
 //! background), `table.rs` (one table's evidence, key form, chart, samples, plans), `rewrite.rs`
-//! (task-SQL analysis), `security.rs` (auth, CSRF, headers, body limit), `error.rs` (the one
-//! error type, with its JSON twin for `/api`).
+//! (task-SQL analysis), `schedules.rs` (the Schedules page and API: next runs, last runs, Run
+//! now, Pause), `nightly.rs` (the in-process scheduler that runs `[[schedule]]` slots, notifies
+//! and prunes), `metrics.rs` (`/metrics` for Prometheus), `security.rs` (auth, CSRF, headers,
+//! body limit), `error.rs` (the one error type, with its JSON twin for `/api`).
 //!
 //! **Invariant:** warehouse connections are only ever the read-only
 //! [`crate::warehouse::Warehouse`]; the web app writes only to natkey's own store.
@@ -14,9 +16,12 @@
 mod assets;
 mod error;
 mod format;
+mod metrics;
+pub mod nightly;
 mod overview;
 mod rewrite;
 mod runs;
+mod schedules;
 mod security;
 mod table;
 
@@ -33,8 +38,9 @@ use crate::store::Store;
 use crate::warehouse::WarehouseUrl;
 
 pub use self::error::WebError;
+pub use self::nightly::{NightlyAudits, schedules_from_config};
 pub use self::rewrite::{NatkeyRewriter, RewriteOutcome, TaskAnalyzer};
-pub use self::runs::start_run;
+pub use self::runs::{RunRequest, start_run, start_run_with};
 
 /// The largest request body natkey accepts (a pasted task SQL is far smaller).
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
@@ -78,6 +84,10 @@ pub struct Inner {
     pub store: Store,
     pub config: Config,
     pub warehouses: Vec<WarehouseEntry>,
+    /// `[[schedule]]` entries, checked.
+    pub schedules: Vec<crate::schedule::Schedule>,
+    /// `[[notify]]` targets, with their URLs resolved.
+    pub targets: Vec<crate::notify::Target>,
     pub auth: AuthSettings,
     /// The task-SQL analyzer; `None` until natkey's rewriter is wired in.
     pub analyzer: Option<Arc<dyn TaskAnalyzer>>,
@@ -106,11 +116,19 @@ impl AppState {
         auth: AuthSettings,
         analyzer: Option<Arc<dyn TaskAnalyzer>>,
     ) -> AppState {
+        // `natkey serve` checks both with `schedules_from_config` before it gets here, so a
+        // failure can only come from a caller that has no schedules to run.
+        let (schedules, targets) = schedules_from_config(&config).unwrap_or_else(|e| {
+            tracing::warn!("schedules disabled: {e}");
+            Default::default()
+        });
         AppState {
             inner: Arc::new(Inner {
                 store,
                 config,
                 warehouses,
+                schedules,
+                targets,
                 auth,
                 analyzer,
                 live: Mutex::new(HashMap::new()),
@@ -190,6 +208,19 @@ pub fn app(state: AppState) -> Router {
         .route("/runs/{id}/tables/{index}/key", post(table::save_key))
         .route("/runs/{id}/tables/{index}/plan.sql", get(table::plan_sql))
         .route("/rewrite", get(rewrite::page).post(rewrite::submit))
+        .route("/schedules", get(schedules::page))
+        .route("/schedules/{name}/run", post(schedules::run_from_form))
+        .route("/schedules/{name}/pause", post(schedules::pause_from_form))
+        .route(
+            "/schedules/{name}/resume",
+            post(schedules::resume_from_form),
+        )
+        .route("/api/schedules", get(schedules::api_list))
+        .route("/api/schedules/{name}/run", post(schedules::api_run))
+        .route("/api/schedules/{name}/pause", post(schedules::api_pause))
+        .route("/api/schedules/{name}/resume", post(schedules::api_resume))
+        .route("/api/runs", get(schedules::api_runs))
+        .route("/metrics", get(metrics::metrics))
         .route("/login", get(security::login_page).post(security::login))
         .route("/api/warehouses", get(overview::api_warehouses))
         .route("/api/warehouses/{name}/runs", post(runs::api_start))
@@ -271,6 +302,12 @@ pub fn auth_from_config(config: &Config) -> Result<AuthSettings, String> {
         }
     }
     Ok(auth)
+}
+
+impl AppState {
+    pub fn schedule(&self, name: &str) -> Option<&crate::schedule::Schedule> {
+        self.inner.schedules.iter().find(|s| s.name == name)
+    }
 }
 
 /// Serves the app on `listener` until Ctrl-C.

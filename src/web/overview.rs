@@ -19,6 +19,8 @@ pub struct Inflated {
     pub column: String,
     pub overcount: String,
     pub href: String,
+    schema: String,
+    name: String,
 }
 
 pub struct WarehouseView {
@@ -30,7 +32,8 @@ pub struct WarehouseView {
     pub active: bool,
     /// The latest succeeded audit, if any.
     pub audited: Option<Audited>,
-    pub trend: Option<Trend>,
+    /// Excess rows over past audits, then the overcount of the most inflated measures.
+    pub trends: Vec<Trend>,
     pub recent: Vec<Run>,
 }
 
@@ -76,6 +79,8 @@ async fn view(state: &AppState, w: &WarehouseEntry) -> Result<WarehouseView, Web
                             column: m.column.clone(),
                             overcount: format::overcount_range(&m.overcount_min, &m.overcount_max),
                             href: format!("/runs/{}/tables/{index}", run.id),
+                            schema: t.schema.clone(),
+                            name: t.name.clone(),
                         },
                     ));
                 }
@@ -102,6 +107,24 @@ async fn view(state: &AppState, w: &WarehouseEntry) -> Result<WarehouseView, Web
             )
         })
         .collect();
+    let mut trends: Vec<Trend> = format::trend(&points).into_iter().collect();
+    // The three most inflated measures, each over the warehouse's past audits.
+    if let Some(a) = &audited {
+        for i in a.inflated.iter().take(3) {
+            let history = state
+                .inner
+                .store
+                .table_trend(&w.name, &i.schema, &i.name, 30)
+                .await?;
+            for mut t in format::table_trends(&history, std::slice::from_ref(&i.column))
+                .into_iter()
+                .skip(1)
+            {
+                t.label = format!("{}.{} overcount, past audits", i.table, i.column);
+                trends.push(t);
+            }
+        }
+    }
     Ok(WarehouseView {
         name: w.name.clone(),
         engine: w.url.engine().name(),
@@ -113,7 +136,7 @@ async fn view(state: &AppState, w: &WarehouseEntry) -> Result<WarehouseView, Web
         active: latest.as_ref().is_some_and(|r| r.status.is_active()),
         latest,
         audited,
-        trend: format::trend(&points),
+        trends,
         recent: runs.into_iter().take(5).collect(),
     })
 }

@@ -20,25 +20,63 @@ use crate::audit::{self, AuditOptions, Progress};
 use crate::config::{Config, TableConfig, TableName};
 use crate::dialect::Dialect;
 use crate::plan::{self, PlanInput};
-use crate::store::{Run, RunStatus};
+use crate::schedule::diff::{RunDiff, TableChange, compare};
+use crate::store::{Run, RunStatus, RunTrigger};
 use crate::warehouse::{SessionSettings, Warehouse};
+
+/// What to audit, and on whose behalf.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub warehouse: String,
+    pub trigger: RunTrigger,
+    /// The schedule the run belongs to.
+    pub schedule: Option<String>,
+    /// Only these schemas (the warehouse's own `schemas` when empty).
+    pub schemas: Vec<String>,
+    /// Only these tables (every table when empty).
+    pub tables: Vec<TableName>,
+}
+
+impl RunRequest {
+    /// A whole-warehouse audit a person asked for.
+    pub fn manual(warehouse: &str) -> Self {
+        RunRequest {
+            warehouse: warehouse.to_string(),
+            trigger: RunTrigger::Manual,
+            schedule: None,
+            schemas: Vec::new(),
+            tables: Vec::new(),
+        }
+    }
+}
 
 /// Queues an audit of the named warehouse and starts it in the background, or returns the run
 /// already under way for it.
 pub async fn start_run(state: &AppState, name: &str) -> Result<i64, WebError> {
-    let Some(entry) = state.warehouse(name).cloned() else {
+    start_run_with(state, RunRequest::manual(name)).await
+}
+
+/// Queues the audit `request` describes and starts it in the background, or returns the run
+/// already under way for that warehouse (an audit of a warehouse never overlaps another).
+pub async fn start_run_with(state: &AppState, request: RunRequest) -> Result<i64, WebError> {
+    let Some(entry) = state.warehouse(&request.warehouse).cloned() else {
         return Err(WebError::NotFound(format!(
-            "no warehouse named {name:?} in natkey.toml"
+            "no warehouse named {:?} in natkey.toml",
+            request.warehouse
         )));
     };
-    let (id, created) = state.inner.store.queue_run(&entry.name).await?;
+    let (id, created) = state
+        .inner
+        .store
+        .queue_run(&entry.name, request.trigger, request.schedule.as_deref())
+        .await?;
     if created {
         let state = state.clone();
         let handle = tokio::runtime::Handle::current();
         // The audit's progress callback is a plain `FnMut`, so the audit future is not `Send`:
         // it runs on a blocking thread that drives it to completion on the same runtime.
         tokio::task::spawn_blocking(move || {
-            handle.block_on(execute(state, id, entry));
+            handle.block_on(execute(state, id, entry, request));
         });
     }
     Ok(id)
@@ -71,7 +109,7 @@ pub async fn audit_config(state: &AppState, warehouse: &str) -> Result<Config, W
     Ok(config)
 }
 
-async fn execute(state: AppState, id: i64, entry: super::WarehouseEntry) {
+async fn execute(state: AppState, id: i64, entry: super::WarehouseEntry, request: RunRequest) {
     let store = state.inner.store.clone();
     let outcome = async {
         store.mark_running(id).await.map_err(|e| e.to_string())?;
@@ -86,7 +124,12 @@ async fn execute(state: AppState, id: i64, entry: super::WarehouseEntry) {
             settings.work_mem = work_mem.clone();
         }
         let options = AuditOptions {
-            schemas: entry.schemas.clone(),
+            schemas: if request.schemas.is_empty() {
+                entry.schemas.clone()
+            } else {
+                request.schemas.clone()
+            },
+            tables: request.tables.clone(),
             sample_rows: config.audit.sample_rows.unwrap_or(20_000).max(2),
             ..AuditOptions::default()
         };
@@ -209,10 +252,22 @@ pub async fn api_run(
     } else {
         None
     };
+    let (previous_run, diff) = match &report {
+        Some(report) => {
+            let (previous, diff) = diff_with_previous(&state, &run, report).await?;
+            (previous, Some(diff))
+        }
+        None => (None, None),
+    };
     Ok(Json(serde_json::json!({
         "id": run.id,
         "warehouse": run.warehouse,
         "status": run.status,
+        "trigger": run.trigger,
+        "schedule": run.schedule,
+        "duration_secs": run.duration_secs(),
+        "previous_run": previous_run,
+        "diff": diff,
         "created_at": run.created_at,
         "started_at": run.started_at,
         "finished_at": run.finished_at,
@@ -253,6 +308,52 @@ struct RunPage {
     filter_schema: String,
     dialects: Vec<&'static str>,
     report_dialect: &'static str,
+    diff: Option<DiffView>,
+}
+
+/// The difference from the previous run, as the run page lists it.
+struct DiffView {
+    previous: Option<i64>,
+    empty: bool,
+    lists: Vec<(&'static str, &'static str, Vec<String>)>,
+}
+
+/// The previous succeeded run `run` is compared with, and the difference.
+pub async fn diff_with_previous(
+    state: &AppState,
+    run: &Run,
+    report: &Report,
+) -> Result<(Option<i64>, RunDiff), WebError> {
+    let previous = state.inner.store.previous_succeeded(run).await?;
+    let before = match previous {
+        Some(id) => state.report(id).await?,
+        None => None,
+    };
+    Ok((previous, compare(before.as_deref(), report)))
+}
+
+fn diff_view(previous: Option<i64>, diff: &RunDiff) -> DiffView {
+    let line = |c: &TableChange| {
+        let figure = |n: Option<i64>| format::count(Some(n.unwrap_or(0)));
+        format!(
+            "{}.{}: {} → {} excess rows",
+            c.schema,
+            c.name,
+            figure(c.previous_excess_rows),
+            figure(c.excess_rows)
+        )
+    };
+    let lines = |list: &Vec<TableChange>| list.iter().map(line).collect::<Vec<_>>();
+    DiffView {
+        previous,
+        empty: diff.is_empty(),
+        lists: vec![
+            ("Newly with duplicates", "bad", lines(&diff.new_duplicates)),
+            ("Worse", "bad", lines(&diff.worse)),
+            ("Better", "good", lines(&diff.better)),
+            ("Fixed", "good", lines(&diff.fixed)),
+        ],
+    }
 }
 
 impl RunPage {
@@ -367,6 +468,13 @@ pub async fn page(
             });
         }
     }
+    let diff = match &report {
+        Some(report) => {
+            let (previous, diff) = diff_with_previous(&state, &run, report).await?;
+            Some(diff_view(previous, &diff))
+        }
+        None => None,
+    };
     let percent = match progress.total {
         Some(total) if total > 0 => progress.done * 100 / total,
         _ => 0,
@@ -408,6 +516,7 @@ pub async fn page(
         filter_status: filter.status,
         filter_schema: filter.schema,
         dialects: Dialect::ALL.iter().map(|d| d.name()).collect(),
+        diff,
     };
     Ok(Html(page.render()?))
 }

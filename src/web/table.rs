@@ -64,6 +64,8 @@ struct TablePage {
     stored_key: Option<String>,
     saved: bool,
     chart: Option<DayChart>,
+    /// Excess rows and each measure's overcount over the warehouse's past audits.
+    trends: Vec<format::Trend>,
     samples: Vec<SampleView>,
     plans: Vec<PlanView>,
     report_dialect: &'static str,
@@ -219,7 +221,15 @@ pub async fn page(
         "status": t.status,
         "day_column": t.day_column,
     });
+    let history = state
+        .inner
+        .store
+        .table_trend(&run.warehouse, &t.schema, &t.name, 30)
+        .await?;
+    let measure_names: Vec<String> = t.measures.iter().map(|m| m.column.clone()).collect();
+    let trends = format::table_trends(&history, &measure_names);
     let page = TablePage {
+        trends,
         qualified: format!("{}.{}", t.schema, t.name),
         status_class: match t.status {
             Status::Duplicates => "bad",

@@ -8,6 +8,7 @@ mod common;
 mod expect;
 mod fixtures;
 mod mysql;
+mod nightly;
 mod plan;
 mod postgres;
 mod rewrite;

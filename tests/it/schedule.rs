@@ -12,38 +12,34 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use natkey::notify::sqlite_ledger::{self as notify_sqlite, SqliteNotificationLedger};
+use natkey::notify::sqlite_ledger::SqliteNotificationLedger;
 use natkey::notify::{
     Delivery, Format, MemoryNotificationLedger, Notification, NotificationKind, NotificationLedger,
     NotificationStatus, Notifier, RetryPolicy, Target,
 };
-use natkey::schedule::sqlite_ledger::{SqliteRunLedger, ensure_schema};
+use natkey::schedule::sqlite_ledger::SqliteRunLedger;
 use natkey::schedule::{
     ManualClock, RunLedger, RunStatus, Schedule, ScheduleConfig, Scheduler, Tick,
 };
+use natkey::store::Store;
 use serde_json::Value;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::SqlitePool;
 
 use crate::common::TempDir;
 
-fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
+pub fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(y, mo, d, h, mi, 0)
         .single()
         .expect("valid time")
 }
 
-/// A pool on a SQLite file, opened as natkey's store opens it (WAL, a busy timeout).
+/// A pool on natkey's store in a SQLite file, opened (and migrated) as `natkey serve` opens it.
 async fn pool(path: &Path) -> SqlitePool {
-    let options = SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .busy_timeout(Duration::from_secs(10));
-    SqlitePoolOptions::new()
-        .max_connections(4)
-        .connect_with(options)
+    Store::open(path)
         .await
-        .expect("open SQLite store")
+        .expect("open natkey's store")
+        .pool()
+        .clone()
 }
 
 fn hourly() -> Schedule {
@@ -68,7 +64,6 @@ async fn two_schedulers_on_one_sqlite_store_run_each_slot_exactly_once() {
     for owner in ["natkey-a", "natkey-b"] {
         // Each instance has its own pool, as two natkey processes would.
         let pool = pool(&file).await;
-        ensure_schema(&pool).await.expect("schema");
         schedulers.push(Arc::new(Scheduler::new(
             SqliteRunLedger::new(pool),
             clock.clone(),
@@ -121,8 +116,6 @@ async fn two_schedulers_on_one_sqlite_store_run_each_slot_exactly_once() {
 async fn the_sqlite_ledger_keeps_a_run_s_first_outcome_and_marks_running_runs_interrupted() {
     let dir = TempDir::new();
     let pool = pool(&dir.0.join("natkey.db")).await;
-    ensure_schema(&pool).await.expect("schema");
-    ensure_schema(&pool).await.expect("schema twice");
     let clock = Arc::new(ManualClock::new(utc(2026, 12, 1, 0, 30)));
     let scheduler = Scheduler::new(SqliteRunLedger::new(pool), clock.clone(), "natkey-a");
     let schedule = hourly();
@@ -172,24 +165,24 @@ async fn the_sqlite_ledger_keeps_a_run_s_first_outcome_and_marks_running_runs_in
 /// A webhook receiver that answers `fail_with` to its first `fail_first` calls and dedupes
 /// messages by `Idempotency-Key`.
 #[derive(Default)]
-struct Receiver {
+pub struct Receiver {
     calls: AtomicU32,
-    fail_first: u32,
-    fail_with: u16,
+    pub fail_first: u32,
+    pub fail_with: u16,
     keys: Mutex<Vec<String>>,
     messages: Mutex<HashMap<String, Value>>,
 }
 
 impl Receiver {
-    fn calls(&self) -> u32 {
+    pub fn calls(&self) -> u32 {
         self.calls.load(Ordering::SeqCst)
     }
 
-    fn messages(&self) -> HashMap<String, Value> {
+    pub fn messages(&self) -> HashMap<String, Value> {
         self.messages.lock().expect("lock").clone()
     }
 
-    fn keys(&self) -> Vec<String> {
+    pub fn keys(&self) -> Vec<String> {
         self.keys.lock().expect("lock").clone()
     }
 }
@@ -221,7 +214,7 @@ async fn receive(
 }
 
 /// Starts a receiver on 127.0.0.1:0; returns its webhook URL (with a secret path).
-async fn start_receiver(receiver: Arc<Receiver>) -> String {
+pub async fn start_receiver(receiver: Arc<Receiver>) -> String {
     let app = axum::Router::new()
         .route("/hooks/{secret}", post(receive))
         .with_state(receiver);
@@ -235,7 +228,7 @@ async fn start_receiver(receiver: Arc<Receiver>) -> String {
     format!("http://{addr}/hooks/T0000-SECRET-TOKEN")
 }
 
-fn fast() -> RetryPolicy {
+pub fn fast() -> RetryPolicy {
     RetryPolicy {
         max_attempts: 5,
         first_backoff: Duration::from_millis(1),
@@ -351,7 +344,6 @@ async fn a_kill_between_the_call_and_the_ledger_update_resends_with_the_same_key
 
     // First life: the call reaches the receiver...
     let first = pool(&file).await;
-    notify_sqlite::ensure_schema(&first).await.expect("schema");
     let notifier_a = notifier(SqliteNotificationLedger::new(first.clone()));
     let delivery = notifier_a
         .send(&target, &failed_run(9))
@@ -368,7 +360,6 @@ async fn a_kill_between_the_call_and_the_ledger_update_resends_with_the_same_key
 
     // Second life, on the same store: pending notifications are re-sent.
     let second = pool(&file).await;
-    notify_sqlite::ensure_schema(&second).await.expect("schema");
     let notifier_b = notifier(SqliteNotificationLedger::new(second));
     let resent = notifier_b.resend_pending(&[target]).await.expect("resend");
     assert_eq!(

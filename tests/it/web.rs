@@ -304,10 +304,24 @@ async fn a_confirmed_key_is_stored_and_used_by_the_next_audit() {
     assert_eq!(t["natural_key"]["source"], "config");
     let overview = get(&state, "/").await.html();
     assert_eq!(
-        overview.select(&sel("svg.trend circle")).count(),
+        overview
+            .select(&sel(
+                "svg.trend[aria-label=\"excess rows, past audits\"] circle"
+            ))
+            .count(),
         2,
         "the trend line has a point per audit"
     );
+    // ...and so do the trends of the three most inflated measures.
+    let measure_trends = texts(&overview, ".figure.trend .label");
+    assert_eq!(measure_trends.len(), 4, "{measure_trends:?}");
+    assert!(
+        measure_trends[1..]
+            .iter()
+            .all(|l| l.ends_with("overcount, past audits")),
+        "{measure_trends:?}"
+    );
+    assert_eq!(overview.select(&sel("svg.trend circle")).count(), 8);
     assert_eq!(
         t["natural_key"]["columns"],
         serde_json::json!(["order_id", "line_item_id", "order_date"])
@@ -731,7 +745,10 @@ async fn a_running_audit_shows_live_progress_and_a_restart_marks_it_interrupted(
     let dir = TempDir::new();
     let state = demo_state(&dir.0).await;
     let store = &state.inner.store;
-    let (id, _) = store.queue_run("demo").await.expect("queued");
+    let (id, _) = store
+        .queue_run("demo", natkey::store::RunTrigger::Manual, None)
+        .await
+        .expect("queued");
     store.mark_running(id).await.expect("running");
     store
         .record_progress(id, 2, 6, Some("main.daily_orders"))

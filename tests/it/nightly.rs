@@ -1,0 +1,637 @@
+//! Nightly audits wired end to end: `NightlyAudits` (the scheduler `natkey serve` runs) on a
+//! manual clock, over a real store, real warehouses (the SQLite demo warehouse, PostgreSQL) and
+//! a local webhook receiver; the Schedules page and API, run history and its difference from
+//! the previous run, trends, `/metrics`, and `natkey audit --save`. No test sleeps for a slot:
+//! the clock is moved, and each tick's runs are awaited.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use chrono::{DateTime, TimeDelta, Utc};
+use natkey::config::Config;
+use natkey::notify::Delivery;
+use natkey::schedule::{ManualClock, RunStatus as SlotStatus};
+use natkey::store::Store;
+use natkey::web::nightly::SlotOutcome;
+use natkey::web::{AppState, AuthSettings, NightlyAudits};
+use serde_json::Value;
+use sqlx::Connection;
+
+use crate::common::{TempDir, TestDb, natkey};
+use crate::fixtures::toml_str;
+use crate::schedule::{Receiver, fast, start_receiver, utc};
+use crate::web::{get, post_json, texts};
+
+/// natkey.toml for one warehouse `dw` at `url`, an hourly schedule notifying `data-oncall`.
+fn config_text(url: &str, hook: &str, extra: &str) -> String {
+    format!(
+        "{demo}\n[[warehouse]]\nname = \"dw\"\nurl = {url}\n\n\
+         [[schedule]]\nname = \"hourly-dw\"\nwarehouse = \"dw\"\ncron = \"0 * * * *\"\n\
+         timezone = \"Europe/Berlin\"\nnotify = [\"data-oncall\"]\n\n\
+         [[notify]]\nname = \"data-oncall\"\nurl = {hook}\nformat = \"json\"\n{extra}",
+        demo = natkey::demo::DEMO_CONFIG,
+        url = toml_str(url),
+        hook = toml_str(hook),
+    )
+}
+
+async fn state(dir: &Path, url: &str, config: &str) -> AppState {
+    let config = Config::parse(config, Path::new("natkey.toml")).expect("config parses");
+    crate::web::state_for(dir, "dw", url, config, AuthSettings::default()).await
+}
+
+/// Ticks once at `at` and waits for every run the tick started.
+async fn tick_at(
+    nightly: &Arc<NightlyAudits>,
+    clock: &ManualClock,
+    at: DateTime<Utc>,
+) -> Vec<SlotOutcome> {
+    clock.set(at);
+    let mut out = Vec::new();
+    for handle in nightly.tick().await {
+        out.push(
+            tokio::time::timeout(Duration::from_secs(240), handle)
+                .await
+                .expect("the scheduled audit ends")
+                .expect("join"),
+        );
+    }
+    out
+}
+
+fn message_for(receiver: &Receiver, run: i64) -> Value {
+    receiver
+        .messages()
+        .remove(&format!("natkey:{run}:data-oncall"))
+        .unwrap_or_else(|| panic!("no message for run {run}: {:?}", receiver.keys()))
+}
+
+fn names(list: &Value) -> Vec<String> {
+    list.as_array()
+        .expect("a list")
+        .iter()
+        .map(|c| {
+            format!(
+                "{}.{}",
+                c["schema"].as_str().unwrap_or(""),
+                c["name"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+/// Copies one more day of `daily_orders` under new surrogate keys: a retried load.
+async fn retry_a_load(warehouse: &Path) {
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", warehouse.display()))
+        .await
+        .expect("open the warehouse to write");
+    sqlx::query(
+        "INSERT INTO daily_orders (surrogate_key, order_id, line_item_id, order_date, customer_id, \
+             quantity, amount_cents, loaded_at) \
+         SELECT lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' || \
+             substr(hex(randomblob(2)), 2) || '-a' || substr(hex(randomblob(2)), 2) || '-' || \
+             hex(randomblob(6))), order_id, line_item_id, order_date, customer_id, quantity, \
+             amount_cents, '2026-12-01 01:07:00' \
+         FROM daily_orders WHERE order_date = (SELECT MIN(order_date) FROM daily_orders)",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("retry a load");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_slots_record_history_show_the_difference_and_notify_only_when_worse() {
+    let dir = TempDir::new();
+    let warehouse = dir.0.join("dw.sqlite");
+    natkey::demo::create_demo_warehouse(&warehouse)
+        .await
+        .expect("demo warehouse");
+    let url = format!("sqlite://{}", warehouse.display());
+    let receiver = Arc::new(Receiver::default());
+    let hook = start_receiver(receiver.clone()).await;
+    let state = state(&dir.0, &url, &config_text(&url, &hook, "")).await;
+    let clock = Arc::new(ManualClock::new(utc(2026, 12, 1, 0, 30)));
+    let nightly = Arc::new(NightlyAudits::new(state.clone(), clock.clone(), fast()));
+
+    // Nothing is due before the first slot after the scheduler started.
+    assert!(
+        tick_at(&nightly, &clock, utc(2026, 12, 1, 0, 45))
+            .await
+            .is_empty()
+    );
+
+    // 01:00: the first run. Every table with duplicates is new: one message.
+    let slot1 = tick_at(
+        &nightly,
+        &clock,
+        utc(2026, 12, 1, 1, 0) + TimeDelta::seconds(3),
+    )
+    .await;
+    assert_eq!(slot1.len(), 1, "{slot1:?}");
+    assert_eq!(slot1[0].status, SlotStatus::Succeeded, "{slot1:?}");
+    assert_eq!(slot1[0].slot, utc(2026, 12, 1, 1, 0));
+    let run1 = slot1[0].run.expect("a run");
+    assert_eq!(
+        slot1[0].notifications,
+        vec![(
+            "data-oncall".to_string(),
+            Delivery::Delivered { attempts: 1 }
+        )]
+    );
+    let first = message_for(&receiver, run1);
+    assert_eq!(first["status"], "duplicates");
+    assert_eq!(first["schedule"], "hourly-dw");
+    assert_eq!(first["scheduled_for"], "2026-12-01T01:00:00Z");
+    assert!(names(&first["new_duplicates"]).contains(&"main.daily_orders".to_string()));
+    // A second tick in the same slot starts nothing.
+    assert!(
+        tick_at(
+            &nightly,
+            &clock,
+            utc(2026, 12, 1, 1, 0) + TimeDelta::seconds(30)
+        )
+        .await
+        .is_empty()
+    );
+
+    // 02:00: the same duplicates. Recorded, not notified.
+    let slot2 = tick_at(
+        &nightly,
+        &clock,
+        utc(2026, 12, 1, 2, 0) + TimeDelta::seconds(3),
+    )
+    .await;
+    assert_eq!(slot2[0].status, SlotStatus::Succeeded);
+    assert!(slot2[0].notifications.is_empty(), "{slot2:?}");
+    let run2 = slot2[0].run.expect("a run");
+    assert_eq!(receiver.calls(), 1);
+
+    // A load is retried; 03:00 finds daily_orders worse and says so.
+    retry_a_load(&warehouse).await;
+    let slot3 = tick_at(
+        &nightly,
+        &clock,
+        utc(2026, 12, 1, 3, 0) + TimeDelta::seconds(3),
+    )
+    .await;
+    let run3 = slot3[0].run.expect("a run");
+    assert_eq!(slot3[0].notifications.len(), 1, "{slot3:?}");
+    let third = message_for(&receiver, run3);
+    assert_eq!(
+        names(&third["worse"]),
+        vec!["main.daily_orders".to_string()]
+    );
+    assert_eq!(receiver.calls(), 2);
+
+    // The API lists the schedule's runs, newest first, with their slots.
+    let runs = get(&state, "/api/runs?schedule=hourly-dw").await.json();
+    let runs = runs["runs"].as_array().expect("runs").clone();
+    let ids: Vec<i64> = runs.iter().map(|r| r["id"].as_i64().unwrap_or(0)).collect();
+    assert_eq!(ids, vec![run3, run2, run1]);
+    assert_eq!(runs[0]["scheduled_for"], "2026-12-01T03:00:00Z");
+    assert_eq!(runs[0]["trigger"], "schedule");
+    assert_eq!(runs[0]["status"], "succeeded");
+    assert!(runs[0]["duration_secs"].as_f64().is_some());
+
+    // Each run's difference from the previous run of the schedule.
+    let api = get(&state, &format!("/api/runs/{run3}")).await.json();
+    assert_eq!(api["previous_run"], run2);
+    assert_eq!(
+        names(&api["diff"]["worse"]),
+        vec!["main.daily_orders".to_string()]
+    );
+    let page = get(&state, &format!("/runs/{run3}")).await.html();
+    let worse = texts(&page, "#diff ul.bad li");
+    assert!(
+        worse.iter().any(|l| l.starts_with("main.daily_orders:")),
+        "{worse:?}"
+    );
+    let page2 = get(&state, &format!("/runs/{run2}")).await.html();
+    assert!(
+        texts(&page2, "#diff p.good-message")
+            .iter()
+            .any(|t| t.contains("No table changed")),
+        "{}",
+        page2.html()
+    );
+
+    // The table page charts the table over past audits: excess rows and each measure.
+    let report = get(&state, &format!("/api/runs/{run3}")).await.json()["report"].clone();
+    let index = report["tables"]
+        .as_array()
+        .expect("tables")
+        .iter()
+        .position(|t| t["name"] == "daily_orders")
+        .expect("daily_orders audited");
+    let table = get(&state, &format!("/runs/{run3}/tables/{index}"))
+        .await
+        .html();
+    let labels = texts(&table, "#past-audits .trend .label");
+    assert!(
+        labels.contains(&"excess rows, past audits".to_string()),
+        "{labels:?}"
+    );
+    assert!(
+        labels.contains(&"amount_cents overcount, past audits".to_string()),
+        "{labels:?}"
+    );
+    assert_eq!(
+        table
+            .select(&crate::web::sel("#past-audits svg"))
+            .next()
+            .map(|svg| svg.select(&crate::web::sel("circle")).count()),
+        Some(3)
+    );
+
+    // /metrics: the latest figures per table, runs and notifications by status.
+    let metrics = get(&state, "/metrics").await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    let excess = report["tables"][index]["excess_rows"]
+        .as_i64()
+        .expect("excess");
+    assert!(
+        metrics.body.contains(&format!(
+            "natkey_table_excess_rows{{warehouse=\"dw\",schema=\"main\",table=\"daily_orders\"}} {excess}\n"
+        )),
+        "{}",
+        metrics.body
+    );
+    assert!(
+        metrics
+            .body
+            .contains("natkey_runs{warehouse=\"dw\",status=\"succeeded\"} 3\n")
+    );
+    assert!(
+        metrics
+            .body
+            .contains("natkey_notifications{target=\"data-oncall\",status=\"succeeded\"} 2\n")
+    );
+    assert!(
+        metrics
+            .body
+            .contains("natkey_last_success_timestamp_seconds{warehouse=\"dw\"} ")
+    );
+    assert!(metrics.body.contains(
+        "natkey_table_overcount{warehouse=\"dw\",schema=\"main\",table=\"daily_orders\",measure=\"amount_cents\"} "
+    ));
+
+    // The Schedules page and API.
+    let list = get(&state, "/api/schedules").await.json();
+    assert_eq!(list[0]["name"], "hourly-dw");
+    assert_eq!(list[0]["paused"], false);
+    assert_eq!(list[0]["next_runs"].as_array().map(Vec::len), Some(3));
+    assert_eq!(list[0]["last_run"]["id"], run3);
+    let page = get(&state, "/schedules").await.html();
+    assert_eq!(texts(&page, ".schedule h2"), vec!["hourly-dw".to_string()]);
+    assert_eq!(texts(&page, ".schedule table.runs tbody tr").len(), 3);
+    assert_eq!(texts(&page, ".schedule .next-run").len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_slot_is_recorded_and_notified_the_next_runs_and_missed_slots_run_once() {
+    let dir = TempDir::new();
+    let warehouse = dir.0.join("not-yet.sqlite");
+    let url = format!("sqlite://{}", warehouse.display());
+    let receiver = Arc::new(Receiver::default());
+    let hook = start_receiver(receiver.clone()).await;
+    let state = state(&dir.0, &url, &config_text(&url, &hook, "")).await;
+    let clock = Arc::new(ManualClock::new(utc(2026, 12, 1, 0, 30)));
+    let nightly = Arc::new(NightlyAudits::new(state.clone(), clock.clone(), fast()));
+
+    // The warehouse is not there: the run fails with its reason, and the on-call hears of it.
+    let failed = tick_at(
+        &nightly,
+        &clock,
+        utc(2026, 12, 1, 1, 0) + TimeDelta::seconds(3),
+    )
+    .await;
+    assert_eq!(failed[0].status, SlotStatus::Failed, "{failed:?}");
+    let reason = failed[0].reason.clone().expect("a reason");
+    assert!(reason.contains("not-yet.sqlite"), "{reason}");
+    let message = message_for(&receiver, failed[0].run.expect("a run"));
+    assert_eq!(message["status"], "failed");
+    assert_eq!(message["reason"], reason.as_str());
+
+    // The next slot runs as usual once the warehouse is back.
+    natkey::demo::create_demo_warehouse(&warehouse)
+        .await
+        .expect("demo warehouse");
+    let next = tick_at(
+        &nightly,
+        &clock,
+        utc(2026, 12, 1, 2, 0) + TimeDelta::seconds(3),
+    )
+    .await;
+    assert_eq!(next[0].status, SlotStatus::Succeeded, "{next:?}");
+
+    // natkey is down from 02:10 to 07:20 (five slots): the new process runs 07:00 once.
+    let restarted = Arc::new(NightlyAudits::new(state.clone(), clock.clone(), fast()));
+    restarted.recover().await;
+    let caught_up = tick_at(&restarted, &clock, utc(2026, 12, 1, 7, 20)).await;
+    assert_eq!(caught_up.len(), 1, "{caught_up:?}");
+    assert_eq!(caught_up[0].slot, utc(2026, 12, 1, 7, 0));
+    assert!(
+        tick_at(&restarted, &clock, utc(2026, 12, 1, 7, 21))
+            .await
+            .is_empty()
+    );
+    let runs = get(&state, "/api/runs?schedule=hourly-dw").await.json();
+    assert_eq!(runs["runs"][0]["missed_slots"], 5, "{runs}");
+    assert_eq!(runs["runs"].as_array().map(Vec::len), Some(3));
+    let page = get(&state, "/schedules").await.html();
+    let notes = texts(&page, ".schedule table.runs td:last-child");
+    assert_eq!(notes[0], "ran late, once for 5 missed slots");
+    assert!(notes[2].contains("not-yet.sqlite"), "{notes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_schedules_do_not_run_and_run_now_records_a_run_of_the_schedule() {
+    let dir = TempDir::new();
+    let warehouse = dir.0.join("dw.sqlite");
+    natkey::demo::create_demo_warehouse(&warehouse)
+        .await
+        .expect("demo warehouse");
+    let url = format!("sqlite://{}", warehouse.display());
+    let receiver = Arc::new(Receiver::default());
+    let hook = start_receiver(receiver.clone()).await;
+    let state = state(&dir.0, &url, &config_text(&url, &hook, "")).await;
+    let clock = Arc::new(ManualClock::new(utc(2026, 12, 1, 0, 30)));
+    let nightly = Arc::new(NightlyAudits::new(state.clone(), clock.clone(), fast()));
+
+    let paused = post_json(&state, "/api/schedules/hourly-dw/pause", "").await;
+    assert_eq!(paused.status, StatusCode::OK, "{}", paused.body);
+    assert_eq!(paused.json()["paused"], true);
+    assert!(
+        tick_at(
+            &nightly,
+            &clock,
+            utc(2026, 12, 1, 1, 0) + TimeDelta::seconds(3)
+        )
+        .await
+        .is_empty()
+    );
+    assert_eq!(
+        get(&state, "/api/schedules").await.json()[0]["paused"],
+        true
+    );
+    let page = get(&state, "/schedules").await.html();
+    assert_eq!(
+        texts(&page, ".schedule button.resume"),
+        vec!["Resume".to_string()]
+    );
+
+    // Resumed, the slot natkey skipped while paused runs once.
+    post_json(&state, "/api/schedules/hourly-dw/resume", "").await;
+    let resumed = tick_at(&nightly, &clock, utc(2026, 12, 1, 1, 10)).await;
+    assert_eq!(resumed.len(), 1);
+    assert_eq!(resumed[0].slot, utc(2026, 12, 1, 1, 0));
+
+    // Run now: an audit of the schedule's warehouse, listed among the schedule's runs.
+    let started = post_json(&state, "/api/schedules/hourly-dw/run", "").await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    let id = started.json()["id"].as_i64().expect("an id");
+    let mut run = Value::Null;
+    for _ in 0..2400 {
+        run = get(&state, &format!("/api/runs/{id}")).await.json();
+        if run["status"] != "queued" && run["status"] != "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["schedule"], "hourly-dw");
+    assert_eq!(run["trigger"], "manual");
+    let runs = get(&state, "/api/runs?schedule=hourly-dw").await.json();
+    assert_eq!(runs["runs"][0]["id"], id);
+    assert_eq!(runs["runs"][0]["scheduled_for"], Value::Null);
+
+    // Unknown names and bad queries are clear errors.
+    let unknown = post_json(&state, "/api/schedules/nope/run", "").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert!(
+        unknown.body.contains("no schedule named \\\"nope\\\""),
+        "{}",
+        unknown.body
+    );
+    let neither = get(&state, "/api/runs").await;
+    assert_eq!(neither.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warehouse_connection_terminated_mid_audit_fails_the_run_and_the_next_slot_succeeds() {
+    let db = TestDb::postgres().await;
+    db.exec(
+        "CREATE TABLE public.orders (id serial PRIMARY KEY, order_id int, amount_cents int);
+         INSERT INTO public.orders (order_id, amount_cents)
+         SELECT g % 50, 100 FROM generate_series(1, 80) AS g;",
+    )
+    .await;
+    let dir = TempDir::new();
+    let receiver = Arc::new(Receiver::default());
+    let hook = start_receiver(receiver.clone()).await;
+    let extra = "\n[[table]]\nname = \"public.orders\"\nnatural_key = [\"order_id\"]\n";
+    let state = state(&dir.0, &db.url(), &config_text(&db.url(), &hook, extra)).await;
+    let clock = Arc::new(ManualClock::new(utc(2026, 12, 1, 0, 30)));
+    let nightly = Arc::new(NightlyAudits::new(state.clone(), clock.clone(), fast()));
+
+    // Another session holds the table, so natkey's audit waits on it...
+    let mut holder = sqlx::PgConnection::connect(&db.url())
+        .await
+        .expect("connect");
+    sqlx::raw_sql("BEGIN; LOCK TABLE public.orders IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut holder)
+        .await
+        .expect("lock");
+    let holder_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut holder)
+        .await
+        .expect("pid");
+    clock.set(utc(2026, 12, 1, 1, 0) + TimeDelta::seconds(3));
+    let handles = nightly.tick().await;
+    assert_eq!(handles.len(), 1);
+    // ...until an administrator terminates natkey's session.
+    let mut admin = sqlx::PgConnection::connect(&db.url())
+        .await
+        .expect("connect");
+    let mut terminated = false;
+    for _ in 0..1200 {
+        let pids: Vec<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> $1",
+        )
+        .bind(holder_pid)
+        .fetch_all(&mut admin)
+        .await
+        .expect("pg_stat_activity");
+        if let Some(pid) = pids.first() {
+            terminated = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+                .bind(pid)
+                .fetch_one(&mut admin)
+                .await
+                .expect("terminate");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(terminated, "natkey's audit never waited on the lock");
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .expect("release");
+    let mut outcomes = Vec::new();
+    for h in handles {
+        outcomes.push(h.await.expect("join"));
+    }
+    assert_eq!(outcomes[0].status, SlotStatus::Failed, "{outcomes:?}");
+    let reason = outcomes[0].reason.clone().expect("a reason");
+    assert!(
+        reason.contains("terminating connection due to administrator command"),
+        "{reason}"
+    );
+    assert_eq!(
+        message_for(&receiver, outcomes[0].run.expect("a run"))["status"],
+        "failed"
+    );
+
+    // The scheduler keeps going: the next slot succeeds.
+    let next = tick_at(
+        &nightly,
+        &clock,
+        utc(2026, 12, 1, 2, 0) + TimeDelta::seconds(3),
+    )
+    .await;
+    assert_eq!(next[0].status, SlotStatus::Succeeded, "{next:?}");
+    let api = get(
+        &state,
+        &format!("/api/runs/{}", next[0].run.expect("a run")),
+    )
+    .await
+    .json();
+    assert_eq!(api["report"]["summary"]["excess_rows"], 30);
+}
+
+#[test]
+fn audit_save_records_cli_runs_into_the_history_serve_shows() {
+    let dir = TempDir::new();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(natkey::demo::create_demo_warehouse(
+        &dir.0.join("dw.sqlite"),
+    ))
+    .expect("demo warehouse");
+    let config = format!(
+        "{}\n[[warehouse]]\nname = \"dw\"\nurl = \"sqlite://./dw.sqlite\"\n\n\
+         [[warehouse]]\nname = \"gone\"\nurl = \"sqlite://./gone.sqlite\"\n\n\
+         [[schedule]]\nname = \"airflow-dw\"\nwarehouse = \"dw\"\ncron = \"0 2 * * *\"\ntimezone = \"UTC\"\n\n\
+         [store]\npath = \"history/natkey.db\"\nkeep_runs = 2\n",
+        natkey::demo::DEMO_CONFIG
+    );
+    std::fs::write(dir.0.join("natkey.toml"), config).expect("write config");
+    let saved = natkey(
+        &dir.0,
+        &[
+            "audit",
+            "--warehouse",
+            "dw",
+            "--save",
+            "--schedule",
+            "airflow-dw",
+            "--format",
+            "json",
+        ],
+        &[],
+    );
+    assert_eq!(saved.code, 1, "{}", saved.describe());
+    assert!(
+        saved.stderr.contains("recorded as run 1 of dw"),
+        "{}",
+        saved.describe()
+    );
+    let failed = natkey(&dir.0, &["audit", "--warehouse", "gone", "--save"], &[]);
+    assert_eq!(failed.code, 2, "{}", failed.describe());
+    assert!(
+        failed.stderr.contains("recorded as run 2 of gone"),
+        "{}",
+        failed.describe()
+    );
+    // Clear errors before anything is audited.
+    let unknown = natkey(
+        &dir.0,
+        &["audit", "--warehouse", "dw", "--save", "--schedule", "nope"],
+        &[],
+    );
+    assert_eq!(unknown.code, 2);
+    assert!(
+        unknown.stderr.contains("no [[schedule]] named \"nope\""),
+        "{}",
+        unknown.describe()
+    );
+    let by_url = natkey(
+        &dir.0,
+        &["audit", "--warehouse", "sqlite://./other.sqlite", "--save"],
+        &[],
+    );
+    assert_eq!(by_url.code, 2);
+    assert!(
+        by_url
+            .stderr
+            .contains("--save records runs under a [[warehouse]] name"),
+        "{}",
+        by_url.describe()
+    );
+
+    rt.block_on(async {
+        let store = Store::open(&dir.0.join("history/natkey.db"))
+            .await
+            .expect("store");
+        let runs = store
+            .runs_of_schedule("airflow-dw", 10)
+            .await
+            .expect("runs");
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].trigger.as_str(), "cli");
+        assert_eq!(runs[0].status.as_str(), "succeeded");
+        let report = store
+            .report(runs[0].id)
+            .await
+            .expect("read")
+            .expect("a report");
+        assert_eq!(
+            saved.json()["summary"]["excess_rows"],
+            report.summary.excess_rows
+        );
+        let gone = store.runs_of("gone", 10).await.expect("runs");
+        assert_eq!(gone[0].status.as_str(), "failed");
+        assert!(
+            gone[0]
+                .error
+                .as_deref()
+                .unwrap_or("")
+                .contains("gone.sqlite"),
+            "{:?}",
+            gone[0].error
+        );
+    });
+
+    // Retention (keep_runs = 2): two more failing runs of dw push the oldest out, but the
+    // latest succeeded run of dw (run 1) is always kept.
+    std::fs::rename(dir.0.join("dw.sqlite"), dir.0.join("moved.sqlite")).expect("move");
+    for _ in 0..3 {
+        let run = natkey(&dir.0, &["audit", "--save", "--warehouse", "dw"], &[]);
+        assert_eq!(run.code, 2, "{}", run.describe());
+    }
+    rt.block_on(async {
+        let store = Store::open(&dir.0.join("history/natkey.db"))
+            .await
+            .expect("store");
+        let ids: Vec<i64> = store
+            .runs_of("dw", 10)
+            .await
+            .expect("runs")
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, vec![5, 4, 1]);
+    });
+}
