@@ -502,4 +502,102 @@ mod tests {
         assert_eq!(overrides[0].updated_by.as_deref(), Some("ann"));
         let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
     }
+
+    #[tokio::test]
+    async fn upgrading_a_store_keeps_its_runs_and_fills_the_trend_figures_from_their_reports() {
+        let path = temp_path("upgrade");
+        std::fs::create_dir_all(path.parent().expect("dir")).expect("dir");
+        // A store as the first release left it: only the first migration, one audited run.
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(options).await.expect("opens");
+        let first = migrator()
+            .iter()
+            .next()
+            .cloned()
+            .expect("a first migration");
+        Migrator::with_migrations(vec![first])
+            .run(&pool)
+            .await
+            .expect("first migration");
+        sqlx::query(
+            "INSERT INTO runs (id, warehouse, status, created_at, finished_at) \
+             VALUES (1, 'dw', 'succeeded', '2026-12-01T01:00:00Z', '2026-12-01T01:00:09Z')",
+        )
+        .execute(&pool)
+        .await
+        .expect("run");
+        let report = r#"{"tables": [{"schema": "sales", "name": "daily_orders",
+            "status": "duplicates", "excess_rows": 139,
+            "measures": [{"column": "amount_cents", "total": 100, "overcount": 5,
+                          "overcount_min": 5, "overcount_max": 7, "overcount_survivor": null}]}]}"#;
+        sqlx::query("INSERT INTO reports (run_id, json) VALUES (1, ?)")
+            .bind(report)
+            .execute(&pool)
+            .await
+            .expect("report");
+        pool.close().await;
+
+        let store = Store::open(&path).await.expect("upgrades");
+        let run = store.run(1).await.expect("reads").expect("kept");
+        assert_eq!(run.trigger, RunTrigger::Manual);
+        assert_eq!(run.schedule, None);
+        let trend = store
+            .table_trend("dw", "sales", "daily_orders", 10)
+            .await
+            .expect("trend");
+        assert_eq!(trend.len(), 1);
+        assert_eq!(trend[0].excess_rows, Some(139));
+        assert_eq!(trend[0].measures[0].column, "amount_cents");
+        assert_eq!(
+            trend[0].measures[0].overcount_max.0,
+            rust_decimal::Decimal::from(7)
+        );
+        let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+    }
+
+    #[tokio::test]
+    async fn retention_keeps_the_latest_runs_the_latest_success_and_pending_notifications() {
+        let path = temp_path("retention");
+        let store = Store::open(&path).await.expect("opens");
+        let report: Report = serde_json::from_str(
+            r#"{"natkey_report": 1, "warehouse": "sqlite://dw", "dialect": "sqlite",
+                "server_version": "3", "started_at": "x", "finished_at": "y",
+                "summary": {"tables": 0, "with_duplicates": 0, "excess_rows": 0, "errors": 0},
+                "tables": []}"#,
+        )
+        .expect("a report");
+        let ok = store.record_cli_run("dw", None, "2026-12-01T01:00:00Z", Ok(&report));
+        let succeeded = ok.await.expect("run 1");
+        let mut failed = Vec::new();
+        for _ in 0..4 {
+            failed.push(
+                store
+                    .record_cli_run("dw", None, "2026-12-01T02:00:00Z", Err("down"))
+                    .await
+                    .expect("failed run"),
+            );
+        }
+        // The oldest failed run still has a notification in flight.
+        sqlx::query(
+            "INSERT INTO notifications (idempotency_key, run_id, target, status, body, \
+                 created_at, updated_at) VALUES ('natkey:2:x', ?, 'x', 'pending', '{}', 'a', 'a')",
+        )
+        .bind(failed[0])
+        .execute(store.pool())
+        .await
+        .expect("notification");
+        assert_eq!(store.prune("dw", 2).await.expect("prunes"), 1);
+        let ids: Vec<i64> = store
+            .runs_of("dw", 10)
+            .await
+            .expect("runs")
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, vec![failed[3], failed[2], failed[0], succeeded]);
+        assert!(store.report(succeeded).await.expect("reads").is_some());
+        let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+    }
 }
