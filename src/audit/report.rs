@@ -62,6 +62,17 @@ impl Status {
             Status::Error => "error",
         }
     }
+
+    /// The name the JSON report uses (`no_key`, ...), also stored and used in filters.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Duplicates => "duplicates",
+            Status::Clean => "clean",
+            Status::Enforced => "enforced",
+            Status::NoKey => "no_key",
+            Status::Error => "error",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -401,6 +412,19 @@ mod tests {
         );
         let back: Amount = serde_json::from_str("\"1234.50\"").expect("parses");
         assert_eq!(back, cents);
+    }
+
+    #[test]
+    fn status_names_are_the_json_names() {
+        for s in [
+            Status::Duplicates,
+            Status::Clean,
+            Status::Enforced,
+            Status::NoKey,
+            Status::Error,
+        ] {
+            assert_eq!(serde_json::to_value(s).ok(), Some(s.as_str().into()));
+        }
     }
 
     #[test]

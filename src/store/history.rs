@@ -5,7 +5,7 @@
 use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
 
 use super::{RUN_COLUMNS, Run, Store, StoreError, now, run_from_row};
-use crate::audit::report::{MeasureFigures, Report, Status};
+use crate::audit::report::{MeasureFigures, Report};
 
 /// One run's figures for one table, for the table page's trend chart.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,16 +41,6 @@ pub struct LatestRun {
     pub names: Vec<(String, String)>,
 }
 
-fn status_name(s: Status) -> &'static str {
-    match s {
-        Status::Duplicates => "duplicates",
-        Status::Clean => "clean",
-        Status::Enforced => "enforced",
-        Status::NoKey => "no_key",
-        Status::Error => "error",
-    }
-}
-
 /// Writes a succeeded run's per-table figures (in the transaction that stores its report).
 pub async fn write_run_tables(
     tx: &mut Transaction<'_, Sqlite>,
@@ -70,7 +60,7 @@ pub async fn write_run_tables(
         .bind(run)
         .bind(&t.schema)
         .bind(&t.name)
-        .bind(status_name(t.status))
+        .bind(t.status.as_str())
         .bind(t.excess_rows)
         .bind(measures)
         .execute(&mut **tx)

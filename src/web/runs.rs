@@ -379,16 +379,6 @@ fn status_class(s: Status) -> &'static str {
     }
 }
 
-fn status_name(s: Status) -> &'static str {
-    match s {
-        Status::Duplicates => "duplicates",
-        Status::Clean => "clean",
-        Status::Enforced => "enforced",
-        Status::NoKey => "no_key",
-        Status::Error => "error",
-    }
-}
-
 fn worst_measure(t: &TableReport) -> String {
     t.measures
         .iter()
@@ -445,7 +435,7 @@ pub async fn page(
         schemas.sort();
         for index in order {
             let t = &report.tables[index];
-            if !filter.status.is_empty() && status_name(t.status) != filter.status {
+            if !filter.status.is_empty() && t.status.as_str() != filter.status {
                 continue;
             }
             if !filter.schema.is_empty() && t.schema != filter.schema {
@@ -568,7 +558,7 @@ pub fn findings_csv(report: &Report) -> String {
         let base = [
             csv_cell(&t.schema),
             csv_cell(&t.name),
-            status_name(t.status).to_string(),
+            t.status.as_str().to_string(),
             csv_cell(
                 &t.natural_key
                     .as_ref()

@@ -42,6 +42,41 @@ async fn state(dir: &Path, url: &str, config: &str) -> AppState {
     crate::web::state_for(dir, "dw", url, config, AuthSettings::default()).await
 }
 
+/// A store, a SQLite warehouse `dw` (the demo warehouse when `create`), a webhook receiver,
+/// and the scheduler on a manual clock at 2026-12-01 00:30 UTC.
+struct Setup {
+    dir: TempDir,
+    warehouse: std::path::PathBuf,
+    receiver: Arc<Receiver>,
+    state: AppState,
+    clock: Arc<ManualClock>,
+    nightly: Arc<NightlyAudits>,
+}
+
+async fn setup(file: &str, create: bool) -> Setup {
+    let dir = TempDir::new();
+    let warehouse = dir.0.join(file);
+    if create {
+        natkey::demo::create_demo_warehouse(&warehouse)
+            .await
+            .expect("demo warehouse");
+    }
+    let url = format!("sqlite://{}", warehouse.display());
+    let receiver = Arc::new(Receiver::default());
+    let hook = start_receiver(receiver.clone()).await;
+    let state = state(&dir.0, &url, &config_text(&url, &hook, "")).await;
+    let clock = Arc::new(ManualClock::new(utc(2026, 12, 1, 0, 30)));
+    let nightly = Arc::new(NightlyAudits::new(state.clone(), clock.clone(), fast()));
+    Setup {
+        dir,
+        warehouse,
+        receiver,
+        state,
+        clock,
+        nightly,
+    }
+}
+
 /// Ticks once at `at` and waits for every run the tick started.
 async fn tick_at(
     nightly: &Arc<NightlyAudits>,
@@ -103,17 +138,14 @@ async fn retry_a_load(warehouse: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_slots_record_history_show_the_difference_and_notify_only_when_worse() {
-    let dir = TempDir::new();
-    let warehouse = dir.0.join("dw.sqlite");
-    natkey::demo::create_demo_warehouse(&warehouse)
-        .await
-        .expect("demo warehouse");
-    let url = format!("sqlite://{}", warehouse.display());
-    let receiver = Arc::new(Receiver::default());
-    let hook = start_receiver(receiver.clone()).await;
-    let state = state(&dir.0, &url, &config_text(&url, &hook, "")).await;
-    let clock = Arc::new(ManualClock::new(utc(2026, 12, 1, 0, 30)));
-    let nightly = Arc::new(NightlyAudits::new(state.clone(), clock.clone(), fast()));
+    let Setup {
+        dir: _dir,
+        warehouse,
+        receiver,
+        state,
+        clock,
+        nightly,
+    } = setup("dw.sqlite", true).await;
 
     // Nothing is due before the first slot after the scheduler started.
     assert!(
@@ -291,14 +323,14 @@ async fn scheduled_slots_record_history_show_the_difference_and_notify_only_when
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_slot_is_recorded_and_notified_the_next_runs_and_missed_slots_run_once() {
-    let dir = TempDir::new();
-    let warehouse = dir.0.join("not-yet.sqlite");
-    let url = format!("sqlite://{}", warehouse.display());
-    let receiver = Arc::new(Receiver::default());
-    let hook = start_receiver(receiver.clone()).await;
-    let state = state(&dir.0, &url, &config_text(&url, &hook, "")).await;
-    let clock = Arc::new(ManualClock::new(utc(2026, 12, 1, 0, 30)));
-    let nightly = Arc::new(NightlyAudits::new(state.clone(), clock.clone(), fast()));
+    let Setup {
+        dir: _dir,
+        warehouse,
+        receiver,
+        state,
+        clock,
+        nightly,
+    } = setup("not-yet.sqlite", false).await;
 
     // The warehouse is not there: the run fails with its reason, and the on-call hears of it.
     let failed = tick_at(
@@ -348,17 +380,14 @@ async fn a_failed_slot_is_recorded_and_notified_the_next_runs_and_missed_slots_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_schedules_do_not_run_and_run_now_records_a_run_of_the_schedule() {
-    let dir = TempDir::new();
-    let warehouse = dir.0.join("dw.sqlite");
-    natkey::demo::create_demo_warehouse(&warehouse)
-        .await
-        .expect("demo warehouse");
-    let url = format!("sqlite://{}", warehouse.display());
-    let receiver = Arc::new(Receiver::default());
-    let hook = start_receiver(receiver.clone()).await;
-    let state = state(&dir.0, &url, &config_text(&url, &hook, "")).await;
-    let clock = Arc::new(ManualClock::new(utc(2026, 12, 1, 0, 30)));
-    let nightly = Arc::new(NightlyAudits::new(state.clone(), clock.clone(), fast()));
+    let Setup {
+        dir: _dir,
+        warehouse: _,
+        receiver: _,
+        state,
+        clock,
+        nightly,
+    } = setup("dw.sqlite", true).await;
 
     let paused = post_json(&state, "/api/schedules/hourly-dw/pause", "").await;
     assert_eq!(paused.status, StatusCode::OK, "{}", paused.body);
