@@ -196,9 +196,10 @@ impl Warehouse {
         url: &WarehouseUrl,
         settings: SessionSettings,
     ) -> Result<Warehouse, WarehouseError> {
+        // A driver's message may quote the URL or the password: scrub it.
         let fail = |message: String| WarehouseError::Connect {
             url: url.redacted().to_string(),
-            message,
+            message: url.scrub(&message),
         };
         let connecting = async {
             match url.engine() {

@@ -13,7 +13,12 @@ pub(super) async fn connect(
     settings: &SessionSettings,
 ) -> Result<sqlx::PgConnection, ConnectFailure> {
     let timeout_ms = settings.statement_timeout.as_millis().to_string();
-    let options = PgConnectOptions::from_str(url.secret())?
+    let (driver_url, query_password) = url.driver_url();
+    let mut options = PgConnectOptions::from_str(&driver_url)?;
+    if let Some(password) = &query_password {
+        options = options.password(password);
+    }
+    let options = options
         .application_name("natkey")
         // Read-only from the first statement on: the server refuses writes in this session.
         .options([
