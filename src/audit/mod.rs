@@ -67,6 +67,8 @@ pub enum AuditError {
     Warehouse(#[from] WarehouseError),
     #[error("{0}")]
     UnknownTables(String),
+    #[error("{0}")]
+    UnknownSchemas(String),
     #[error("lost the connection to the warehouse while auditing {table}: {message}")]
     ConnectionLost { table: String, message: String },
 }
@@ -82,6 +84,33 @@ pub async fn run(
 ) -> Result<Report, AuditError> {
     let started_at = now();
     let listing = warehouse.list_tables(&options.schemas).await?;
+    // A mistyped --schema must not pass a CI gate as "0 tables, no duplicates".
+    let empty: Vec<&str> = options
+        .schemas
+        .iter()
+        .filter(|s| {
+            !listing
+                .tables
+                .iter()
+                .chain(&listing.unreadable)
+                .any(|t| &t.schema == *s)
+        })
+        .map(String::as_str)
+        .collect();
+    if !empty.is_empty() {
+        return Err(AuditError::UnknownSchemas(format!(
+            "--schema {}: no such schema, or it holds no table natkey can see{}",
+            empty
+                .iter()
+                .map(|s| format!("{s:?}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            match warehouse.engine() {
+                crate::warehouse::Engine::Sqlite => " (a SQLite warehouse has one schema: main)",
+                _ => "",
+            }
+        )));
+    }
     let all = listing.tables;
     if !listing.unreadable.is_empty() {
         let named: Vec<String> = listing

@@ -156,6 +156,31 @@ async fn unknown_table_is_an_error_naming_it() {
     assert_clean_error(&run, &["no_such_table"]);
 }
 
+#[tokio::test]
+async fn a_schema_that_matches_nothing_is_an_error_naming_it_on_every_engine() {
+    for db in [
+        TestDb::postgres().await,
+        TestDb::mysql().await,
+        TestDb::sqlite().await,
+    ] {
+        db.exec(&fixtures::currencies(&db, "public")).await;
+        let run = db.audit(&["--schema", "pubilc_typo"]);
+        assert_clean_error(&run, &["pubilc_typo", "schema"]);
+        assert!(
+            run.stdout.is_empty(),
+            "no report is printed\n{}",
+            run.describe()
+        );
+        // The real schema next to the typo still fails: every --schema must match.
+        let schema = db.schema("public");
+        let run = db.audit(&["--schema", &schema, "--schema", "pubilc_typo"]);
+        assert_clean_error(&run, &["pubilc_typo"]);
+        // And the real schema alone audits.
+        let report = db.report(&["--schema", &schema], 0);
+        assert_eq!(crate::common::tables(&report).len(), 1, "{report}");
+    }
+}
+
 #[test]
 fn malformed_urls_are_errors_naming_the_url() {
     let dir = TempDir::new();
