@@ -4,7 +4,6 @@
 pub mod report;
 mod scan;
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use self::report::{Amount, Report, SampleGroup, Status, Summary, TableReport};
@@ -417,8 +416,11 @@ async fn fill_table_report(
     }
 
     if figures.duplicate_groups > 0 {
-        report.samples =
-            sample_groups(wh, &ctx, &key.columns, &figures, options.sample_groups).await?;
+        // Samples are evidence, not figures: failing to fetch them keeps the figures.
+        match sample_groups(wh, &ctx, &key.columns, &figures, options.sample_groups).await {
+            Ok(samples) => report.samples = samples,
+            Err(message) => tracing::warn!("{table}: no sample duplicate groups: {message}"),
+        }
     }
     report.natural_key = Some(key);
     // Views are context, not the audit itself: a catalog that hides them is not an error.
@@ -619,7 +621,9 @@ async fn confirm_inferred(
     Ok(None)
 }
 
-/// Fetches the rows of a few duplicate groups with one filtered scan.
+/// Fetches the rows of a few duplicate groups with one filtered scan, at most
+/// `ROWS_PER_GROUP` per group. A group is `exact` when the scan found it so: its sample may
+/// show only some of its rows.
 async fn sample_groups(
     wh: &mut Warehouse,
     ctx: &TableContext<'_>,
@@ -632,58 +636,54 @@ async fn sample_groups(
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    let engine = wh.engine();
-    let sql = scan::samples_sql(
-        engine,
-        ctx.info,
-        key,
-        keys.len(),
-        keys.len() * ROWS_PER_GROUP * 4,
-    );
+    let compared: Vec<String> = ctx
+        .roles
+        .payload
+        .iter()
+        .filter(|c| !key.contains(c))
+        .cloned()
+        .collect();
+    let query = scan::samples_query(wh.engine(), ctx.info, key, &compared, &keys, ROWS_PER_GROUP);
     let rows = wh
-        .query_heavy(&sql, &scan::sample_binds(&keys))
+        .query_heavy(&query.sql, &query.binds)
         .await
         .map_err(|e| query_error("fetching sample duplicate groups", &e))?;
-    let mut by_key: HashMap<String, Vec<Vec<Option<String>>>> = HashMap::new();
+    let mut by_group: Vec<Vec<Vec<Option<String>>>> = vec![Vec::new(); keys.len()];
     for mut row in rows {
         if row.is_empty() {
             continue;
         }
-        let k = row.remove(0).unwrap_or_default();
-        let group = by_key.entry(k).or_default();
-        if group.len() < ROWS_PER_GROUP {
-            group.push(row);
+        let group = row.remove(0).and_then(|g| g.parse::<usize>().ok());
+        if let Some(rows) = group.and_then(|g| by_group.get_mut(g)) {
+            rows.push(row);
         }
     }
     let columns: Vec<String> = ctx.info.columns.iter().map(|c| c.name.clone()).collect();
     let mut samples = Vec::new();
-    for k in keys {
-        let Some(rows) = by_key.remove(&k) else {
+    for (k, rows) in keys.into_iter().zip(by_group) {
+        if rows.is_empty() {
             continue;
-        };
+        }
         let differing_columns: Vec<String> = columns
             .iter()
             .enumerate()
             .filter(|(i, _)| rows.iter().any(|r| r.get(*i) != rows[0].get(*i)))
             .map(|(_, c)| c.clone())
             .collect();
-        let exact = differing_columns.iter().all(|c| {
-            key.contains(c)
-                || ctx.roles.surrogate_key.contains(c)
-                || ctx.roles.load_metadata.contains(c)
-        });
-        let values: Vec<serde_json::Value> = serde_json::from_str(&k).unwrap_or_default();
+        // The key as the rows show it (the scan's key text is SQLite's quote() there).
         let key_map = key
             .iter()
-            .cloned()
-            .zip(values.into_iter().map(|v| match v {
-                serde_json::Value::String(_) | serde_json::Value::Null => v,
-                other => serde_json::Value::String(other.to_string()),
-            }))
+            .map(|c| {
+                let value = columns
+                    .iter()
+                    .position(|n| n == c)
+                    .and_then(|i| rows[0].get(i).cloned().flatten());
+                (c.clone(), value.map_or(serde_json::Value::Null, Into::into))
+            })
             .collect();
         samples.push(SampleGroup {
             key: key_map,
-            exact,
+            exact: !figures.conflicting_sample_keys.contains(&k),
             columns: columns.clone(),
             differing_columns,
             rows,

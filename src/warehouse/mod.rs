@@ -84,7 +84,8 @@ impl Engine {
     }
 
     /// A JSON array of the expressions, as text: used to carry a composite key value out of an
-    /// aggregate and back into a query without losing its type.
+    /// aggregate and back into a query. Give it [`Engine::key_text`] parts, never raw values:
+    /// JSON numbers lose digits and JSON holds no arrays of the engine's types or BLOBs.
     pub fn json_array(self, exprs: &[String]) -> String {
         let list = exprs.join(", ");
         match self {
@@ -94,15 +95,46 @@ impl Engine {
         }
     }
 
-    /// A NULL-safe equality between a column and a text parameter, with the parameter cast to
-    /// the column's type where the engine needs it.
-    pub fn null_safe_eq(self, column_sql: &str, data_type: &str, param: &str) -> String {
+    /// One part of a key value as text that [`Engine::key_part_eq`] turns back into exactly
+    /// that value: the engine's own text form (PostgreSQL, MySQL), which every type has and which
+    /// keeps every digit of a decimal; on SQLite `quote()`, which also keeps the storage class
+    /// (`1`, `'1'` and `X'31'` are three keys there) and turns a BLOB into text.
+    pub fn key_text(self, expr: &str) -> String {
+        match self {
+            Engine::Postgres | Engine::MySql => self.to_text(expr),
+            Engine::Sqlite => format!("quote({expr})"),
+        }
+    }
+
+    /// Whether a column holds the key part `param` (a bind holding [`Engine::key_text`] of the
+    /// value, or NULL), with GROUP BY's equality: NULL matches NULL; PostgreSQL casts the text
+    /// back to the column's type; MySQL compares text columns under their own collation, as
+    /// GROUP BY does, and other columns by their text.
+    pub fn key_part_eq(
+        self,
+        column_sql: &str,
+        data_type: &str,
+        kind: ColumnKind,
+        param: &str,
+    ) -> String {
         match self {
             Engine::Postgres => {
                 format!("{column_sql} IS NOT DISTINCT FROM CAST({param} AS {data_type})")
             }
-            Engine::MySql => format!("{column_sql} <=> {param}"),
-            Engine::Sqlite => format!("{column_sql} IS {param}"),
+            Engine::MySql if kind == ColumnKind::Text => format!("{column_sql} <=> {param}"),
+            Engine::MySql => format!("{} <=> {param}", self.to_text(column_sql)),
+            Engine::Sqlite => format!("quote({column_sql}) IS {param}"),
+        }
+    }
+
+    /// An expression whose order is total and agrees with exact equality of the column's values
+    /// (two values that differ never tie): the text on PostgreSQL, the bytes on MySQL (whose
+    /// collations tie `'a'` with `'A'` and `'a '`), `quote()` on SQLite.
+    pub fn exact_order(self, expr: &str) -> String {
+        match self {
+            Engine::Postgres => self.to_text(expr),
+            Engine::MySql => format!("CAST({expr} AS BINARY)"),
+            Engine::Sqlite => format!("quote({expr})"),
         }
     }
 }

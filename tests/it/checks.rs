@@ -354,3 +354,46 @@ pub fn big_ledger(t: &Value, e: &Expected) {
         );
     }
 }
+
+/// `fixtures::crowded_events`: every sampled group comes with its rows, none with more than 10,
+/// and the big NULL-key group is marked conflicting and shows the row that differs.
+pub fn crowded_events(t: &Value) {
+    let c = ctx(t);
+    assert_eq!(t["status"], "duplicates", "{c}: {t}");
+    assert_eq!(t["duplicate_groups"], 5, "{c}");
+    assert_eq!(t["conflicting_groups"], 1, "{c}");
+    assert_eq!(t["null_key_groups"], 1, "{c}");
+    assert_eq!(t["excess_rows"], 999 + 4, "{c}");
+    let samples = t["samples"].as_array().expect("samples");
+    // Without a day column the scan names the least and greatest key of all groups and of the
+    // conflicting ones: the NULL group and event 1. A cap over all rows would fill up with the
+    // NULL group and lose event 1.
+    assert_eq!(
+        samples.len(),
+        2,
+        "{c}: every named group is sampled: {}",
+        t["samples"]
+    );
+    let null_group = &samples[0];
+    assert!(
+        null_group["key"]["event_id"].is_null(),
+        "{c}: conflicting first: {null_group}"
+    );
+    assert_eq!(
+        null_group["exact"], false,
+        "{c}: the scan found it conflicting"
+    );
+    let rows = null_group["rows"].as_array().expect("rows").len();
+    assert!((2..=10).contains(&rows), "{c}: {rows} rows sampled of 1000");
+    assert!(
+        strings(&null_group["differing_columns"]).contains(&"kind".to_string()),
+        "{c}: the sample shows the row that differs: {null_group}"
+    );
+    let mut exact_keys = std::collections::BTreeSet::new();
+    for s in &samples[1..] {
+        assert_eq!(s["exact"], true, "{c}: {s}");
+        assert_eq!(s["rows"].as_array().map(Vec::len), Some(2), "{c}: {s}");
+        exact_keys.insert(s["key"]["event_id"].as_str().unwrap_or("?").to_string());
+    }
+    assert_eq!(exact_keys, sset(&["1"]), "{c}");
+}

@@ -1101,3 +1101,42 @@ pub fn retried_events_behind(
         compute(vec![measure("points", 0)], &xrows, false, true),
     )
 }
+
+// ---------------------------------------------------------------------------------------------
+// One big duplicate group next to small ones (samples are capped per group)
+
+/// `crowded_events`: 1000 rows with a NULL `event_id` (999 of kind `a`, the last of kind `b`:
+/// one conflicting group), then event_ids 1..=4 twice each with identical payload (4 exact
+/// groups). Natural key `event_id` (config: [`crowded_events_config`]).
+pub fn crowded_events(db: &TestDb, pg_schema: &str) -> String {
+    let t = db.qt(pg_schema, "crowded_events");
+    let mut sql = db.create_schema(pg_schema);
+    sql.push_str(&format!(
+        "CREATE TABLE {t} (event_id bigint, kind varchar(10) NOT NULL, amount_cents bigint NOT NULL);\n"
+    ));
+    let mut rows: Vec<Vec<String>> = (0..1000)
+        .map(|i| {
+            let kind = if i == 999 { "b" } else { "a" };
+            vec!["NULL".into(), lit(kind), "1".into()]
+        })
+        .collect();
+    for ev in 1..=4 {
+        for _ in 0..2 {
+            rows.push(vec![ev.to_string(), lit("x"), "10".into()]);
+        }
+    }
+    sql.push_str(&inserts(
+        db,
+        &t,
+        &["event_id", "kind", "amount_cents"],
+        &rows,
+    ));
+    sql
+}
+
+pub fn crowded_events_config(name: &str) -> String {
+    format!(
+        "[[table]]\nname = {}\nnatural_key = [\"event_id\"]\n\n",
+        toml_str(name)
+    )
+}

@@ -345,3 +345,15 @@ async fn mysql_audit_without_a_database_in_the_url_covers_the_named_schemas() {
         set_of(&[(db2.name.as_str(), "currencies")])
     );
 }
+
+#[tokio::test]
+async fn mysql_samples_cap_rows_per_group_so_a_big_null_group_crowds_out_no_other() {
+    let db = TestDb::mysql().await;
+    db.exec(&fixtures::crowded_events(&db, "")).await;
+    let config = db.write_file(
+        "audit.toml",
+        &fixtures::crowded_events_config("crowded_events"),
+    );
+    let report = db.report(&["--config", &config], 1);
+    checks::crowded_events(table(&report, &db.schema(""), "crowded_events"));
+}

@@ -973,3 +973,70 @@ async fn tables_a_role_may_not_read_are_skipped_with_a_warning_and_named_when_as
     );
     assert_clean_error(&run, &["may not SELECT", "hr.salaries"]);
 }
+
+#[tokio::test]
+async fn samples_cap_rows_per_group_so_a_big_null_group_crowds_out_no_other() {
+    let db = TestDb::postgres().await;
+    db.exec(&fixtures::crowded_events(&db, "public")).await;
+    let config = db.write_file(
+        "audit.toml",
+        &fixtures::crowded_events_config("crowded_events"),
+    );
+    let report = db.report(&["--config", &config], 1);
+    checks::crowded_events(table(&report, "public", "crowded_events"));
+}
+
+#[tokio::test]
+async fn array_and_wide_numeric_keys_keep_their_figures_and_samples() {
+    let db = TestDb::postgres().await;
+    // tagged: {1,2} twice and {3} three times (exact), {4,5} once.
+    // ledger: 12345678901234567890.123 twice, 1.500 twice (exact), 2.000 once: a float
+    // would round the first key to another value, and its group would match no row.
+    db.exec(
+        "CREATE TABLE tagged (tags integer[], amount_cents bigint NOT NULL);
+         INSERT INTO tagged VALUES ('{1,2}', 5), ('{1,2}', 5), ('{3}', 7), ('{3}', 7), ('{3}', 7),
+                                   ('{4,5}', 9);
+         CREATE TABLE ledger (ref numeric(30,3), amount_cents bigint NOT NULL);
+         INSERT INTO ledger VALUES (12345678901234567890.123, 1), (12345678901234567890.123, 1),
+                                   (1.5, 2), (1.5, 2), (2, 3);",
+    )
+    .await;
+    let config = db.write_file(
+        "audit.toml",
+        "[[table]]\nname = \"tagged\"\nnatural_key = [\"tags\"]\n\n\
+         [[table]]\nname = \"ledger\"\nnatural_key = [\"ref\"]\n",
+    );
+    let report = db.report(&["--config", &config], 1);
+    for (name, column, groups) in [
+        ("tagged", "tags", [("{1,2}", 2), ("{3}", 3)]),
+        (
+            "ledger",
+            "ref",
+            [("12345678901234567890.123", 2), ("1.500", 2)],
+        ),
+    ] {
+        let t = table(&report, "public", name);
+        assert_eq!(t["status"], "duplicates", "{name}: {t}");
+        assert_eq!(t["duplicate_groups"], 2, "{name}");
+        assert_eq!(t["exact_groups"], 2, "{name}");
+        let mut sampled: Vec<(String, usize)> = t["samples"]
+            .as_array()
+            .expect("samples")
+            .iter()
+            .map(|s| {
+                (
+                    s["key"][column].as_str().unwrap_or("?").to_string(),
+                    s["rows"].as_array().map_or(0, Vec::len),
+                )
+            })
+            .collect();
+        sampled.sort();
+        let mut want: Vec<(String, usize)> =
+            groups.iter().map(|(k, n)| (k.to_string(), *n)).collect();
+        want.sort();
+        assert_eq!(
+            sampled, want,
+            "{name}: every group is sampled with all its rows"
+        );
+    }
+}

@@ -262,3 +262,48 @@ async fn sqlite_audit_skips_internal_tables_and_enforces_a_without_rowid_key() {
     crate::expect::assert_figures(t, &e);
     checks::enforced(table(&report, "main", "regions"), &["code"]);
 }
+
+#[tokio::test]
+async fn sqlite_samples_cap_rows_per_group_so_a_big_null_group_crowds_out_no_other() {
+    let db = TestDb::sqlite().await;
+    db.exec(&fixtures::crowded_events(&db, "")).await;
+    let config = db.write_file(
+        "audit.toml",
+        &fixtures::crowded_events_config("crowded_events"),
+    );
+    let report = db.report(&["--config", &config], 1);
+    checks::crowded_events(table(&report, "main", "crowded_events"));
+}
+
+#[tokio::test]
+async fn sqlite_audit_scans_and_samples_a_blob_key() {
+    let db = TestDb::sqlite().await;
+    // X'00FF' twice, X'0102' three times (exact groups), X'03' once; 1 and '1' are two keys.
+    db.exec(
+        "CREATE TABLE blobs (k BLOB, amount_cents INTEGER NOT NULL);
+         INSERT INTO blobs VALUES (X'00FF', 5), (X'00FF', 5), (X'0102', 7), (X'0102', 7),
+                                  (X'0102', 7), (X'03', 9), (1, 4), ('1', 4);",
+    )
+    .await;
+    let config = db.write_file(
+        "audit.toml",
+        "[[table]]\nname = \"blobs\"\nnatural_key = [\"k\"]\n",
+    );
+    let report = db.report(&["--config", &config], 1);
+    let t = table(&report, "main", "blobs");
+    assert_eq!(t["status"], "duplicates", "{t}");
+    assert_eq!(t["duplicate_groups"], 2);
+    assert_eq!(t["excess_rows"], 1 + 2);
+    let mut sizes: Vec<usize> = t["samples"]
+        .as_array()
+        .expect("samples")
+        .iter()
+        .map(|s| s["rows"].as_array().map_or(0, Vec::len))
+        .collect();
+    sizes.sort();
+    assert_eq!(
+        sizes,
+        [2, 3],
+        "both groups are sampled with all their rows: {t}"
+    );
+}
