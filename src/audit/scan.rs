@@ -162,6 +162,19 @@ fn group_sum_terms(
     terms
 }
 
+/// A measure's value as the scan adds it up: the column, except PostgreSQL `money`, whose sums
+/// print as locale text (`$1,025.00`); as `numeric` they stay exact and parse.
+fn measure_value(e: Engine, info: &TableInfo, column: &str) -> String {
+    let quoted = e.quote_ident(column);
+    let is_money = info
+        .column(column)
+        .is_some_and(|c| c.data_type.eq_ignore_ascii_case("money"));
+    match e {
+        Engine::Postgres if is_money => format!("CAST({quoted} AS numeric)"),
+        _ => quoted,
+    }
+}
+
 /// The statements of one scan and how to read their columns.
 pub struct ScanQueries {
     pub duplicates: WarehouseSql,
@@ -240,16 +253,17 @@ pub fn scan_queries(spec: &ScanSpec) -> ScanQueries {
     ));
     let mut parts_by_measure = Vec::new();
     for (j, m) in spec.measures.iter().enumerate() {
+        let value = measure_value(e, spec.info, m);
         let parts = if exact_only {
             Vec::new()
         } else {
-            group_sum_parts(e, &q(m), j)
+            group_sum_parts(e, &value, j)
         };
         for (sql, alias, _) in &parts {
             inner.push(format!("{sql} AS {alias}"));
         }
-        inner.push(format!("MIN({}) AS nk_lo{j}", q(m)));
-        inner.push(format!("MAX({}) AS nk_hi{j}", q(m)));
+        inner.push(format!("MIN({value}) AS nk_lo{j}"));
+        inner.push(format!("MAX({value}) AS nk_hi{j}"));
         parts_by_measure.push(parts);
     }
     if let Some(d) = spec.day_column {
@@ -332,7 +346,7 @@ pub fn scan_queries(spec: &ScanSpec) -> ScanQueries {
     let measure_cols: String = spec
         .measures
         .iter()
-        .map(|m| format!(", {}", q(m)))
+        .map(|m| format!(", {} AS {}", measure_value(e, spec.info, m), q(m)))
         .collect();
     let totals = WarehouseSql::new(format!(
         "SELECT {} FROM (SELECT {row_day} AS nk_day{measure_cols} FROM {table}) nk_r \
@@ -549,7 +563,7 @@ pub fn survivor_sql(
     let values: Vec<String> = measures
         .iter()
         .enumerate()
-        .map(|(j, m)| format!("{} AS nk_m{j}", q(m)))
+        .map(|(j, m)| format!("{} AS nk_m{j}", measure_value(engine, info, m)))
         .collect();
     let mut sums = Vec::new();
     let mut weights = Vec::new();

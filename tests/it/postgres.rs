@@ -4,7 +4,7 @@ use crate::checks;
 use crate::common::{
     TestDb, assert_clean_error, assert_envelope, natkey, set_of, table, table_set,
 };
-use crate::expect::assert_figures;
+use crate::expect::{assert_amount, assert_figures};
 use crate::fixtures::{self, Surrogate};
 
 #[tokio::test]
@@ -1039,4 +1039,34 @@ async fn array_and_wide_numeric_keys_keep_their_figures_and_samples() {
             "{name}: every group is sampled with all its rows"
         );
     }
+}
+
+#[tokio::test]
+async fn a_money_measure_is_summed_exactly() {
+    let db = TestDb::postgres().await;
+    // p1: an exact pair of 1000.50; p2: one row of 24.50; p3: a conflicting pair, 10.00 and 12.00.
+    db.exec(
+        "CREATE TABLE payments (payment_ref text NOT NULL, fee money NOT NULL);
+         INSERT INTO payments VALUES ('p1', 1000.50), ('p1', 1000.50), ('p2', 24.50),
+                                     ('p3', 10.00), ('p3', 12.00);",
+    )
+    .await;
+    let config = db.write_file(
+        "audit.toml",
+        "[[table]]\nname = \"payments\"\nnatural_key = [\"payment_ref\"]\nmeasures = [\"fee\"]\n",
+    );
+    let report = db.report(&["--config", &config], 1);
+    let t = table(&report, "public", "payments");
+    assert_eq!(t["status"], "duplicates", "{t}");
+    assert_eq!(
+        (t["exact_groups"].as_i64(), t["conflicting_groups"].as_i64()),
+        (Some(1), Some(1))
+    );
+    let m = &t["measures"][0];
+    assert_eq!(m["column"], "fee");
+    assert_amount(&m["total"], 2 * 100050 + 2450 + 1000 + 1200, 2, "total");
+    assert_amount(&m["overcount"], 100050, 2, "overcount (exact groups)");
+    // Keeping the larger p3 row removes 10.00; keeping the smaller removes 12.00.
+    assert_amount(&m["overcount_min"], 100050 + 1000, 2, "overcount_min");
+    assert_amount(&m["overcount_max"], 100050 + 1200, 2, "overcount_max");
 }
