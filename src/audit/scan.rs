@@ -369,10 +369,15 @@ fn conflict_expr(e: Engine, compared: &[Compared], masks: usize) -> String {
         .iter()
         .map(|c| {
             let col = e.quote_ident(c.name);
-            // PostgreSQL has no MIN/MAX for uuid, boolean or json: compare their text.
             let v = match (e, c.kind) {
+                // PostgreSQL has no MIN/MAX for uuid, boolean or json: compare their text.
                 (Engine::Postgres, ColumnKind::Uuid | ColumnKind::Boolean | ColumnKind::Other) => {
                     e.to_text(&col)
+                }
+                // MySQL compares strings under their collation, where 'Hello' = 'hello' and
+                // 'a ' = 'a': rows differing so are not copies. Compare the bytes.
+                (Engine::MySql, ColumnKind::Text | ColumnKind::Uuid | ColumnKind::Other) => {
+                    e.exact_order(&col)
                 }
                 _ => col,
             };

@@ -357,3 +357,38 @@ async fn mysql_samples_cap_rows_per_group_so_a_big_null_group_crowds_out_no_othe
     let report = db.report(&["--config", &config], 1);
     checks::crowded_events(table(&report, &db.schema(""), "crowded_events"));
 }
+
+#[tokio::test]
+async fn mysql_rows_that_differ_only_in_case_or_trailing_spaces_conflict() {
+    let db = TestDb::mysql().await;
+    // The default collation is case- and pad-insensitive: 'Hello' = 'hello', 'a ' = 'a'.
+    // Order 1 and 2 differ in their note (conflicting), order 3 is an exact pair.
+    db.exec(
+        "CREATE TABLE notes (order_id bigint NOT NULL, note varchar(20) NOT NULL,
+                             amount_cents bigint NOT NULL)
+           CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
+         INSERT INTO notes VALUES (1, 'Hello', 5), (1, 'hello', 5), (2, 'a ', 7), (2, 'a', 7),
+                                  (3, 'same', 9), (3, 'same', 9);",
+    )
+    .await;
+    let config = db.write_file(
+        "audit.toml",
+        "[[table]]\nname = \"notes\"\nnatural_key = [\"order_id\"]\nmeasures = [\"amount_cents\"]\n",
+    );
+    let report = db.report(&["--config", &config], 1);
+    let t = table(&report, &db.schema(""), "notes");
+    assert_eq!(t["duplicate_groups"], 3, "{t}");
+    assert_eq!(t["exact_groups"], 1, "{t}");
+    assert_eq!(t["conflicting_groups"], 2, "{t}");
+    // Only the exact pair counts in the exact overcount; the range covers all three.
+    assert_eq!(t["measures"][0]["overcount"], 9, "{t}");
+    assert_eq!(t["measures"][0]["overcount_max"], 5 + 7 + 9, "{t}");
+    let samples = t["samples"].as_array().expect("samples");
+    assert_eq!(samples.len(), 3, "every group is sampled: {t}");
+    for s in samples {
+        let order = s["key"]["order_id"].as_str().unwrap_or("?");
+        assert_eq!(s["exact"], order == "3", "sample of order {order}: {s}");
+        let differing = crate::common::strings(&s["differing_columns"]);
+        assert_eq!(differing.contains(&"note".to_string()), order != "3", "{s}");
+    }
+}
