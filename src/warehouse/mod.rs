@@ -11,7 +11,7 @@ mod postgres;
 mod sqlite;
 mod url;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sqlx::{Connection, Row};
@@ -207,7 +207,7 @@ impl Default for SessionSettings {
 enum Conn {
     Postgres(sqlx::PgConnection),
     MySql(sqlx::MySqlConnection),
-    Sqlite(sqlx::SqliteConnection),
+    Sqlite(sqlx::SqliteConnection, sqlite::Deadline),
 }
 
 /// A read-only session on one warehouse.
@@ -237,7 +237,9 @@ impl Warehouse {
             match url.engine() {
                 Engine::Postgres => postgres::connect(url, &settings).await.map(Conn::Postgres),
                 Engine::MySql => mysql::connect(url, &settings).await.map(Conn::MySql),
-                Engine::Sqlite => sqlite::connect(url).await.map(Conn::Sqlite),
+                Engine::Sqlite => sqlite::connect(url)
+                    .await
+                    .map(|(conn, deadline)| Conn::Sqlite(conn, deadline)),
             }
         };
         let conn = match tokio::time::timeout(settings.connect_timeout, connecting).await {
@@ -303,7 +305,7 @@ impl Warehouse {
         let answer = match &mut self.conn {
             Conn::Postgres(conn) => conn.ping().await,
             Conn::MySql(conn) => conn.ping().await,
-            Conn::Sqlite(conn) => conn.ping().await,
+            Conn::Sqlite(conn, _) => conn.ping().await,
         };
         answer.map_err(|e| WarehouseError::query("the warehouse connection", &e))
     }
@@ -365,13 +367,26 @@ impl Warehouse {
                 let rows = query.fetch_all(&mut *conn).await?;
                 rows.iter().map(text_row).collect()
             }
-            Conn::Sqlite(conn) => {
+            Conn::Sqlite(conn, deadline) => {
                 let mut query = sqlx::query(text);
                 for b in binds {
                     query = query.bind(b.clone());
                 }
-                let rows = query.fetch_all(&mut *conn).await?;
-                rows.iter().map(text_row).collect()
+                let timeout = self.settings.statement_timeout;
+                let set = |until: Option<Instant>| {
+                    *deadline.lock().unwrap_or_else(|e| e.into_inner()) = until;
+                };
+                set(Some(Instant::now() + timeout));
+                let rows = query.fetch_all(&mut *conn).await;
+                let expired = deadline
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_some_and(|until| Instant::now() >= until);
+                set(None);
+                match rows {
+                    Err(_) if expired => Err(sqlite::timed_out(timeout)),
+                    rows => rows?.iter().map(text_row).collect(),
+                }
             }
         }
     }

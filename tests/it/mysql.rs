@@ -392,3 +392,32 @@ async fn mysql_rows_that_differ_only_in_case_or_trailing_spaces_conflict() {
         assert_eq!(differing.contains(&"note".to_string()), order != "3", "{s}");
     }
 }
+
+#[tokio::test]
+async fn mysql_statement_timeout_interrupts_a_slow_query() {
+    let db = TestDb::mysql().await;
+    let settings = natkey::warehouse::SessionSettings {
+        statement_timeout: std::time::Duration::from_secs(1),
+        ..Default::default()
+    };
+    let url = natkey::warehouse::WarehouseUrl::parse(&db.url()).expect("valid URL");
+    let mut wh = natkey::warehouse::Warehouse::connect(&url, settings)
+        .await
+        .expect("connects");
+    let started = std::time::Instant::now();
+    let slow = natkey::warehouse::WarehouseSql::new("SELECT CAST(SLEEP(20) AS CHAR)".into());
+    let outcome = wh.query(&slow, &[]).await;
+    let took = started.elapsed();
+    // MariaDB stops the statement with an error; MySQL's SLEEP returns 1 when interrupted.
+    assert!(
+        outcome.is_err()
+            || outcome
+                .as_ref()
+                .is_ok_and(|r| r == &vec![vec![Some("1".to_string())]]),
+        "{outcome:?}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "stopped after {took:?}"
+    );
+}

@@ -307,3 +307,51 @@ async fn sqlite_audit_scans_and_samples_a_blob_key() {
         "both groups are sampled with all their rows: {t}"
     );
 }
+
+/// Connects natkey's read-only session with a one-second statement timeout.
+async fn session_with_a_one_second_timeout(url: &str) -> natkey::warehouse::Warehouse {
+    let settings = natkey::warehouse::SessionSettings {
+        statement_timeout: std::time::Duration::from_secs(1),
+        ..Default::default()
+    };
+    let url = natkey::warehouse::WarehouseUrl::parse(url).expect("valid URL");
+    natkey::warehouse::Warehouse::connect(&url, settings)
+        .await
+        .expect("connects")
+}
+
+#[tokio::test]
+async fn sqlite_statement_timeout_interrupts_a_slow_query_and_the_session_goes_on() {
+    let db = TestDb::sqlite().await;
+    db.exec("CREATE TABLE t (x int); INSERT INTO t VALUES (1);")
+        .await;
+    let url = format!("sqlite://{}", db.sqlite_path().display());
+    let mut wh = session_with_a_one_second_timeout(&url).await;
+    // Counting to ten billion takes minutes.
+    let slow = natkey::warehouse::WarehouseSql::new(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000000000) \
+         SELECT CAST(COUNT(*) AS TEXT) FROM n"
+            .to_string(),
+    );
+    let started = std::time::Instant::now();
+    let err = wh
+        .query(&slow, &[])
+        .await
+        .expect_err("the query is cut off");
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "stopped after {took:?}"
+    );
+    assert!(
+        natkey::warehouse::describe_sqlx_error(&err).contains("statement timeout"),
+        "{err}"
+    );
+    // The next statement has its own second.
+    let quick = natkey::warehouse::WarehouseSql::new("SELECT CAST(COUNT(*) AS TEXT) FROM t".into());
+    let rows = wh
+        .query(&quick, &[])
+        .await
+        .expect("the session still answers");
+    assert_eq!(rows, vec![vec![Some("1".to_string())]]);
+}
