@@ -90,7 +90,11 @@ async fn mysql_audit_exits_zero_for_an_enforced_dimension_and_a_clean_history() 
     assert_envelope(&report, DIALECTS);
     let schema = db.schema("");
     assert_eq!(report["summary"]["with_duplicates"], 0);
-    checks::enforced(table(&report, &schema, "currencies"), &["code"]);
+    checks::enforced_with_rows(
+        table(&report, &schema, "currencies"),
+        &["code"],
+        fixtures::CURRENCY_ROWS,
+    );
     checks::history(table(&report, &schema, "order_status_history"), &rows);
 }
 
@@ -322,7 +326,11 @@ async fn mysql_audit_without_a_database_in_the_url_covers_the_named_schemas() {
         ])
     );
     checks::daily_orders(table(&report, &db1.name, "daily_orders"), &e);
-    checks::enforced(table(&report, &db2.name, "currencies"), &["code"]);
+    checks::enforced_with_rows(
+        table(&report, &db2.name, "currencies"),
+        &["code"],
+        fixtures::CURRENCY_ROWS,
+    );
 
     // --table schema.table picks one table out of them.
     let only = format!("{}.currencies", db2.name);

@@ -135,7 +135,11 @@ async fn audit_reports_a_natural_primary_key_as_enforced() {
     db.exec(&fixtures::currencies(&db, "public")).await;
     let report = db.report(&[], 0);
     assert_envelope(&report, &["postgres"]);
-    checks::enforced(table(&report, "public", "currencies"), &["code"]);
+    checks::enforced_with_rows(
+        table(&report, "public", "currencies"),
+        &["code"],
+        fixtures::CURRENCY_ROWS,
+    );
 }
 
 #[tokio::test]
@@ -159,7 +163,11 @@ async fn audit_exits_zero_on_a_warehouse_without_duplicates() {
     assert_eq!(report["summary"]["with_duplicates"], 0);
     assert_eq!(report["summary"]["excess_rows"], 0);
     assert_eq!(report["summary"]["tables"], 2);
-    checks::enforced(table(&report, "public", "currencies"), &["code"]);
+    checks::enforced_with_rows(
+        table(&report, "public", "currencies"),
+        &["code"],
+        fixtures::CURRENCY_ROWS,
+    );
     checks::history(table(&report, "sales", "order_status_history"), &rows);
 }
 
@@ -500,7 +508,11 @@ async fn audit_leaves_the_warehouse_unchanged_and_summarises_every_table() {
         &e_summary,
         "gross_cents",
     );
-    checks::enforced(table(&report, "public", "currencies"), &["code"]);
+    checks::enforced_with_rows(
+        table(&report, "public", "currencies"),
+        &["code"],
+        fixtures::CURRENCY_ROWS,
+    );
     checks::history(
         table(&report, "sales", "order_status_history"),
         &history_rows,
@@ -1069,4 +1081,13 @@ async fn a_money_measure_is_summed_exactly() {
     // Keeping the larger p3 row removes 10.00; keeping the smaller removes 12.00.
     assert_amount(&m["overcount_min"], 100050 + 1000, 2, "overcount_min");
     assert_amount(&m["overcount_max"], 100050 + 1200, 2, "overcount_max");
+}
+
+#[tokio::test]
+async fn by_day_counts_a_group_on_its_earliest_day_and_every_row_of_a_day() {
+    let db = TestDb::postgres().await;
+    db.exec(&fixtures::orders_by_day(&db)).await;
+    let config = db.write_file("audit.toml", &fixtures::orders_by_day_config());
+    let report = db.report(&["--config", &config], 1);
+    checks::orders_by_day(table(&report, "public", "orders_by_day"));
 }

@@ -75,7 +75,11 @@ async fn sqlite_audit_exits_zero_for_an_enforced_dimension_and_a_clean_history()
     let report = db.report(&[], 0);
     assert_envelope(&report, &["sqlite"]);
     assert_eq!(report["summary"]["with_duplicates"], 0);
-    checks::enforced(table(&report, "main", "currencies"), &["code"]);
+    checks::enforced_with_rows(
+        table(&report, "main", "currencies"),
+        &["code"],
+        fixtures::CURRENCY_ROWS,
+    );
     checks::history(table(&report, "main", "order_status_history"), &rows);
 }
 
@@ -354,4 +358,98 @@ async fn sqlite_statement_timeout_interrupts_a_slow_query_and_the_session_goes_o
         .await
         .expect("the session still answers");
     assert_eq!(rows, vec![vec![Some("1".to_string())]]);
+}
+
+#[tokio::test]
+async fn sqlite_by_day_counts_a_group_on_its_earliest_day_and_every_row_of_a_day() {
+    let db = TestDb::sqlite().await;
+    db.exec(&fixtures::orders_by_day(&db)).await;
+    let config = db.write_file("audit.toml", &fixtures::orders_by_day_config());
+    let report = db.report(&["--config", &config], 1);
+    checks::orders_by_day(table(&report, "main", "orders_by_day"));
+}
+
+#[tokio::test]
+async fn the_terminal_table_lists_the_largest_overcount_first() {
+    let db = TestDb::sqlite().await;
+    // aa_small: one extra copy of 10; zz_big: one extra copy of 1000; mm_clean: no duplicates.
+    // Alphabetical order would be the other way round.
+    db.exec(
+        "CREATE TABLE aa_small (ref TEXT NOT NULL, amount_cents INTEGER NOT NULL);
+         INSERT INTO aa_small VALUES ('a', 10), ('a', 10), ('b', 3);
+         CREATE TABLE mm_clean (ref TEXT NOT NULL, amount_cents INTEGER NOT NULL);
+         INSERT INTO mm_clean VALUES ('a', 1), ('b', 2);
+         CREATE TABLE zz_big (ref TEXT NOT NULL, amount_cents INTEGER NOT NULL);
+         INSERT INTO zz_big VALUES ('a', 1000), ('a', 1000), ('b', 3);",
+    )
+    .await;
+    let config = db.write_file(
+        "audit.toml",
+        &["aa_small", "mm_clean", "zz_big"]
+            .map(|t| format!("[[table]]\nname = \"{t}\"\nnatural_key = [\"ref\"]\n\n"))
+            .concat(),
+    );
+    let url = db.url();
+    let run = natkey(
+        &db.dir,
+        &[
+            "audit",
+            "--warehouse",
+            &url,
+            "--config",
+            &config,
+            "--format",
+            "table",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 1, "{}", run.describe());
+    let at = |name: &str| {
+        run.stdout
+            .find(&format!("main.{name}"))
+            .unwrap_or_else(|| panic!("{name} is not listed\n{}", run.describe()))
+    };
+    assert!(
+        at("zz_big") < at("aa_small") && at("aa_small") < at("mm_clean"),
+        "largest overcount first, clean tables last\n{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("amount_cents +1,000"), "{}", run.stdout);
+}
+
+#[test]
+fn demo_prints_its_report_and_exits_zero() {
+    let dir = crate::common::TempDir::new();
+    let data = dir.0.join("data");
+    let data_arg = data.to_string_lossy().into_owned();
+    let run = natkey(
+        &dir.0,
+        &["demo", "--data-dir", &data_arg, "--format", "json"],
+        &[],
+    );
+    assert_eq!(
+        run.code,
+        0,
+        "finding duplicates is the demo's point\n{}",
+        run.describe()
+    );
+    assert!(
+        data.join("demo-warehouse.sqlite").is_file(),
+        "the demo warehouse is in --data-dir"
+    );
+    let report = run.json();
+    assert_eq!(
+        table(&report, "main", "daily_orders")["status"],
+        "duplicates"
+    );
+    // natkey's demo writes twelve currencies under a declared primary key.
+    checks::enforced_with_rows(table(&report, "main", "currencies"), &["code"], 12);
+
+    let run = natkey(
+        &dir.0,
+        &["demo", "--data-dir", &data_arg, "--format", "table"],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{}", run.describe());
+    assert!(run.stdout.contains("main.daily_orders"), "{}", run.stdout);
 }
