@@ -263,7 +263,13 @@ pub async fn audit_table(
 ) -> TableReport {
     let started = Instant::now();
     let mut report = TableReport::new(&table.schema, &table.name);
-    if let Err(message) = fill_table_report(warehouse, table, config, options, &mut report).await {
+    // One snapshot for all of the table's statements: figures agree while loads run.
+    let filled = match warehouse.begin_snapshot().await {
+        Ok(()) => fill_table_report(warehouse, table, config, options, &mut report).await,
+        Err(e) => Err(e.to_string()),
+    };
+    warehouse.end_snapshot().await;
+    if let Err(message) = filled {
         report = TableReport {
             status: Status::Error,
             message: Some(message),

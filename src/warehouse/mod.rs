@@ -220,6 +220,8 @@ pub struct Warehouse {
     conn: Conn,
     settings: SessionSettings,
     server_version: String,
+    /// Inside [`Warehouse::begin_snapshot`]: statements share one transaction's snapshot.
+    in_snapshot: bool,
 }
 
 impl Warehouse {
@@ -258,6 +260,7 @@ impl Warehouse {
             conn,
             settings,
             server_version: String::new(),
+            in_snapshot: false,
         };
         let version_sql = match url.engine() {
             Engine::Postgres => "SELECT current_setting('server_version_num')",
@@ -331,6 +334,52 @@ impl Warehouse {
         self.run(sql, binds, true).await
     }
 
+    /// Until [`Warehouse::end_snapshot`], every statement reads one consistent snapshot of the
+    /// warehouse, so the figures of a table (its scan, totals, survivor overcount and samples)
+    /// agree even while loads run: PostgreSQL `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`,
+    /// MySQL/MariaDB `START TRANSACTION READ ONLY, WITH CONSISTENT SNAPSHOT`. SQLite reads a
+    /// file natkey holds read-only; each statement there is its own snapshot.
+    pub async fn begin_snapshot(&mut self) -> Result<(), WarehouseError> {
+        self.end_snapshot().await;
+        let begin = match &mut self.conn {
+            Conn::Postgres(conn) => {
+                sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .execute(&mut *conn)
+                    .await
+                    .map(drop)
+            }
+            Conn::MySql(conn) => {
+                sqlx::raw_sql("START TRANSACTION READ ONLY, WITH CONSISTENT SNAPSHOT")
+                    .execute(&mut *conn)
+                    .await
+                    .map(drop)
+            }
+            Conn::Sqlite(..) => return Ok(()),
+        };
+        begin.map_err(|e| WarehouseError::query("starting a read-only snapshot", &e))?;
+        self.in_snapshot = true;
+        Ok(())
+    }
+
+    /// Ends the snapshot of [`Warehouse::begin_snapshot`] (a rollback: natkey wrote nothing).
+    pub async fn end_snapshot(&mut self) {
+        if !std::mem::take(&mut self.in_snapshot) {
+            return;
+        }
+        // A failure here means the session is gone; the next statement reports it.
+        let _ = match &mut self.conn {
+            Conn::Postgres(conn) => sqlx::raw_sql("ROLLBACK")
+                .execute(&mut *conn)
+                .await
+                .map(drop),
+            Conn::MySql(conn) => sqlx::raw_sql("ROLLBACK")
+                .execute(&mut *conn)
+                .await
+                .map(drop),
+            Conn::Sqlite(..) => return,
+        };
+    }
+
     async fn run(
         &mut self,
         sql: &WarehouseSql,
@@ -340,22 +389,26 @@ impl Warehouse {
         // The text was built from quoted identifiers and natkey's own fragments (see WarehouseSql).
         let text = sqlx::AssertSqlSafe(sql.0.clone());
         match &mut self.conn {
+            Conn::Postgres(conn) if self.in_snapshot => {
+                // A savepoint per statement: a failing statement does not abort the snapshot,
+                // and rolling back to it ends the statement's SET LOCAL settings.
+                sqlx::raw_sql("SAVEPOINT natkey_statement")
+                    .execute(&mut *conn)
+                    .await?;
+                let rows = postgres::statement(conn, text, binds, heavy, &self.settings).await;
+                let restored = sqlx::raw_sql(
+                    "ROLLBACK TO SAVEPOINT natkey_statement; RELEASE SAVEPOINT natkey_statement",
+                )
+                .execute(&mut *conn)
+                .await;
+                // The statement's own error says more than the rollback's.
+                let rows = rows?;
+                restored?;
+                rows.iter().map(text_row).collect()
+            }
             Conn::Postgres(conn) => {
                 let mut tx = conn.begin_with("BEGIN READ ONLY").await?;
-                if heavy {
-                    let work_mem = postgres::setting_literal(&self.settings.work_mem);
-                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                        "SET LOCAL work_mem = {work_mem}; \
-                         SET LOCAL parallel_setup_cost = 0; SET LOCAL parallel_tuple_cost = 0"
-                    )))
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                let mut query = sqlx::query(text);
-                for b in binds {
-                    query = query.bind(b.clone());
-                }
-                let rows = query.fetch_all(&mut *tx).await?;
+                let rows = postgres::statement(&mut tx, text, binds, heavy, &self.settings).await?;
                 tx.rollback().await?;
                 rows.iter().map(text_row).collect()
             }

@@ -429,3 +429,27 @@ async fn mysql_statement_timeout_interrupts_a_slow_query() {
         "stopped after {took:?}"
     );
 }
+
+#[tokio::test]
+async fn mysql_a_snapshot_holds_the_tables_rows_still_while_a_load_runs() {
+    use natkey::warehouse::{SessionSettings, Warehouse, WarehouseSql, WarehouseUrl};
+    let db = TestDb::mysql().await;
+    db.exec("CREATE TABLE loads (x int) ENGINE=InnoDB; INSERT INTO loads VALUES (1);")
+        .await;
+    let url = WarehouseUrl::parse(&db.url()).expect("valid URL");
+    let mut wh = Warehouse::connect(&url, SessionSettings::default())
+        .await
+        .expect("connects");
+    let count = WarehouseSql::new("SELECT CAST(COUNT(*) AS CHAR) FROM loads".to_string());
+    let one = |v: &str| vec![vec![Some(v.to_string())]];
+    wh.begin_snapshot().await.expect("snapshot");
+    assert_eq!(wh.query(&count, &[]).await.expect("count"), one("1"));
+    db.exec("INSERT INTO loads VALUES (2);").await;
+    assert_eq!(
+        wh.query(&count, &[]).await.expect("count"),
+        one("1"),
+        "the snapshot does not see the new row"
+    );
+    wh.end_snapshot().await;
+    assert_eq!(wh.query(&count, &[]).await.expect("count"), one("2"));
+}

@@ -1091,3 +1091,50 @@ async fn by_day_counts_a_group_on_its_earliest_day_and_every_row_of_a_day() {
     let report = db.report(&["--config", &config], 1);
     checks::orders_by_day(table(&report, "public", "orders_by_day"));
 }
+
+#[tokio::test]
+async fn a_snapshot_holds_the_tables_rows_still_while_a_load_runs() {
+    use natkey::warehouse::{SessionSettings, Warehouse, WarehouseSql, WarehouseUrl};
+    let db = TestDb::postgres().await;
+    db.exec("CREATE TABLE loads (x int); INSERT INTO loads VALUES (1);")
+        .await;
+    let url = WarehouseUrl::parse(&db.url()).expect("valid URL");
+    let mut wh = Warehouse::connect(&url, SessionSettings::default())
+        .await
+        .expect("connects");
+    let sql = |t: &str| WarehouseSql::new(t.to_string());
+    let count = sql("SELECT CAST(COUNT(*) AS TEXT) FROM loads");
+    let work_mem = sql("SELECT current_setting('work_mem')");
+    let one = |v: &str| vec![vec![Some(v.to_string())]];
+    let default_work_mem = wh.query(&work_mem, &[]).await.expect("work_mem");
+
+    wh.begin_snapshot().await.expect("snapshot");
+    assert_eq!(wh.query(&count, &[]).await.expect("count"), one("1"));
+    db.exec("INSERT INTO loads VALUES (2);").await;
+    assert_eq!(
+        wh.query(&count, &[]).await.expect("count"),
+        one("1"),
+        "the snapshot does not see the new row"
+    );
+    // A heavy statement's settings are its own, and a failing one spoils nothing.
+    assert_eq!(
+        wh.query_heavy(&work_mem, &[]).await.expect("work_mem"),
+        one(&SessionSettings::default().work_mem)
+    );
+    assert_eq!(
+        wh.query(&work_mem, &[]).await.expect("work_mem"),
+        default_work_mem
+    );
+    assert!(
+        wh.query(&sql("SELECT CAST(1 / 0 AS TEXT)"), &[])
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        wh.query(&count, &[]).await.expect("count after an error"),
+        one("1")
+    );
+    wh.end_snapshot().await;
+
+    assert_eq!(wh.query(&count, &[]).await.expect("count"), one("2"));
+}
