@@ -4,7 +4,6 @@
 pub mod report;
 mod scan;
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use self::report::{Amount, Report, SampleGroup, Status, Summary, TableReport};
@@ -67,6 +66,8 @@ pub enum AuditError {
     Warehouse(#[from] WarehouseError),
     #[error("{0}")]
     UnknownTables(String),
+    #[error("{0}")]
+    UnknownSchemas(String),
     #[error("lost the connection to the warehouse while auditing {table}: {message}")]
     ConnectionLost { table: String, message: String },
 }
@@ -82,6 +83,33 @@ pub async fn run(
 ) -> Result<Report, AuditError> {
     let started_at = now();
     let listing = warehouse.list_tables(&options.schemas).await?;
+    // A mistyped --schema must not pass a CI gate as "0 tables, no duplicates".
+    let empty: Vec<&str> = options
+        .schemas
+        .iter()
+        .filter(|s| {
+            !listing
+                .tables
+                .iter()
+                .chain(&listing.unreadable)
+                .any(|t| &t.schema == *s)
+        })
+        .map(String::as_str)
+        .collect();
+    if !empty.is_empty() {
+        return Err(AuditError::UnknownSchemas(format!(
+            "--schema {}: no such schema, or it holds no table natkey can see{}",
+            empty
+                .iter()
+                .map(|s| format!("{s:?}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            match warehouse.engine() {
+                crate::warehouse::Engine::Sqlite => " (a SQLite warehouse has one schema: main)",
+                _ => "",
+            }
+        )));
+    }
     let all = listing.tables;
     if !listing.unreadable.is_empty() {
         let named: Vec<String> = listing
@@ -235,7 +263,13 @@ pub async fn audit_table(
 ) -> TableReport {
     let started = Instant::now();
     let mut report = TableReport::new(&table.schema, &table.name);
-    if let Err(message) = fill_table_report(warehouse, table, config, options, &mut report).await {
+    // One snapshot for all of the table's statements: figures agree while loads run.
+    let filled = match warehouse.begin_snapshot().await {
+        Ok(()) => fill_table_report(warehouse, table, config, options, &mut report).await,
+        Err(e) => Err(e.to_string()),
+    };
+    warehouse.end_snapshot().await;
+    if let Err(message) = filled {
         report = TableReport {
             status: Status::Error,
             message: Some(message),
@@ -388,8 +422,11 @@ async fn fill_table_report(
     }
 
     if figures.duplicate_groups > 0 {
-        report.samples =
-            sample_groups(wh, &ctx, &key.columns, &figures, options.sample_groups).await?;
+        // Samples are evidence, not figures: failing to fetch them keeps the figures.
+        match sample_groups(wh, &ctx, &key.columns, &figures, options.sample_groups).await {
+            Ok(samples) => report.samples = samples,
+            Err(message) => tracing::warn!("{table}: no sample duplicate groups: {message}"),
+        }
     }
     report.natural_key = Some(key);
     // Views are context, not the audit itself: a catalog that hides them is not an error.
@@ -590,7 +627,9 @@ async fn confirm_inferred(
     Ok(None)
 }
 
-/// Fetches the rows of a few duplicate groups with one filtered scan.
+/// Fetches the rows of a few duplicate groups with one filtered scan, at most
+/// `ROWS_PER_GROUP` per group. A group is `exact` when the scan found it so: its sample may
+/// show only some of its rows.
 async fn sample_groups(
     wh: &mut Warehouse,
     ctx: &TableContext<'_>,
@@ -603,58 +642,54 @@ async fn sample_groups(
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    let engine = wh.engine();
-    let sql = scan::samples_sql(
-        engine,
-        ctx.info,
-        key,
-        keys.len(),
-        keys.len() * ROWS_PER_GROUP * 4,
-    );
+    let compared: Vec<String> = ctx
+        .roles
+        .payload
+        .iter()
+        .filter(|c| !key.contains(c))
+        .cloned()
+        .collect();
+    let query = scan::samples_query(wh.engine(), ctx.info, key, &compared, &keys, ROWS_PER_GROUP);
     let rows = wh
-        .query_heavy(&sql, &scan::sample_binds(&keys))
+        .query_heavy(&query.sql, &query.binds)
         .await
         .map_err(|e| query_error("fetching sample duplicate groups", &e))?;
-    let mut by_key: HashMap<String, Vec<Vec<Option<String>>>> = HashMap::new();
+    let mut by_group: Vec<Vec<Vec<Option<String>>>> = vec![Vec::new(); keys.len()];
     for mut row in rows {
         if row.is_empty() {
             continue;
         }
-        let k = row.remove(0).unwrap_or_default();
-        let group = by_key.entry(k).or_default();
-        if group.len() < ROWS_PER_GROUP {
-            group.push(row);
+        let group = row.remove(0).and_then(|g| g.parse::<usize>().ok());
+        if let Some(rows) = group.and_then(|g| by_group.get_mut(g)) {
+            rows.push(row);
         }
     }
     let columns: Vec<String> = ctx.info.columns.iter().map(|c| c.name.clone()).collect();
     let mut samples = Vec::new();
-    for k in keys {
-        let Some(rows) = by_key.remove(&k) else {
+    for (k, rows) in keys.into_iter().zip(by_group) {
+        if rows.is_empty() {
             continue;
-        };
+        }
         let differing_columns: Vec<String> = columns
             .iter()
             .enumerate()
             .filter(|(i, _)| rows.iter().any(|r| r.get(*i) != rows[0].get(*i)))
             .map(|(_, c)| c.clone())
             .collect();
-        let exact = differing_columns.iter().all(|c| {
-            key.contains(c)
-                || ctx.roles.surrogate_key.contains(c)
-                || ctx.roles.load_metadata.contains(c)
-        });
-        let values: Vec<serde_json::Value> = serde_json::from_str(&k).unwrap_or_default();
+        // The key as the rows show it (the scan's key text is SQLite's quote() there).
         let key_map = key
             .iter()
-            .cloned()
-            .zip(values.into_iter().map(|v| match v {
-                serde_json::Value::String(_) | serde_json::Value::Null => v,
-                other => serde_json::Value::String(other.to_string()),
-            }))
+            .map(|c| {
+                let value = columns
+                    .iter()
+                    .position(|n| n == c)
+                    .and_then(|i| rows[0].get(i).cloned().flatten());
+                (c.clone(), value.map_or(serde_json::Value::Null, Into::into))
+            })
             .collect();
         samples.push(SampleGroup {
             key: key_map,
-            exact,
+            exact: !figures.conflicting_sample_keys.contains(&k),
             columns: columns.clone(),
             differing_columns,
             rows,

@@ -61,8 +61,11 @@ pub struct ScanFigures {
     pub null_key_groups: i64,
     pub measures: Vec<MeasureFigures>,
     pub by_day: Vec<DayFigures>,
-    /// JSON arrays of key values of some duplicate groups, conflicting ones first.
+    /// JSON arrays of key values ([`Engine::key_text`] parts) of some duplicate groups,
+    /// conflicting ones first.
     pub sample_keys: Vec<String>,
+    /// Those of [`ScanFigures::sample_keys`] whose groups the scan found conflicting.
+    pub conflicting_sample_keys: Vec<String>,
 }
 
 impl ScanFigures {
@@ -159,6 +162,19 @@ fn group_sum_terms(
     terms
 }
 
+/// A measure's value as the scan adds it up: the column, except PostgreSQL `money`, whose sums
+/// print as locale text (`$1,025.00`); as `numeric` they stay exact and parse.
+fn measure_value(e: Engine, info: &TableInfo, column: &str) -> String {
+    let quoted = e.quote_ident(column);
+    let is_money = info
+        .column(column)
+        .is_some_and(|c| c.data_type.eq_ignore_ascii_case("money"));
+    match e {
+        Engine::Postgres if is_money => format!("CAST({quoted} AS numeric)"),
+        _ => quoted,
+    }
+}
+
 /// The statements of one scan and how to read their columns.
 pub struct ScanQueries {
     pub duplicates: WarehouseSql,
@@ -237,16 +253,17 @@ pub fn scan_queries(spec: &ScanSpec) -> ScanQueries {
     ));
     let mut parts_by_measure = Vec::new();
     for (j, m) in spec.measures.iter().enumerate() {
+        let value = measure_value(e, spec.info, m);
         let parts = if exact_only {
             Vec::new()
         } else {
-            group_sum_parts(e, &q(m), j)
+            group_sum_parts(e, &value, j)
         };
         for (sql, alias, _) in &parts {
             inner.push(format!("{sql} AS {alias}"));
         }
-        inner.push(format!("MIN({}) AS nk_lo{j}", q(m)));
-        inner.push(format!("MAX({}) AS nk_hi{j}", q(m)));
+        inner.push(format!("MIN({value}) AS nk_lo{j}"));
+        inner.push(format!("MAX({value}) AS nk_hi{j}"));
         parts_by_measure.push(parts);
     }
     if let Some(d) = spec.day_column {
@@ -264,7 +281,7 @@ pub fn scan_queries(spec: &ScanSpec) -> ScanQueries {
     };
     let key_json = e.json_array(
         &(0..key.len())
-            .map(|i| format!("h.nk_k{i}"))
+            .map(|i| e.key_text(&format!("h.nk_k{i}")))
             .collect::<Vec<_>>(),
     );
     let null_key = (0..key.len())
@@ -329,7 +346,7 @@ pub fn scan_queries(spec: &ScanSpec) -> ScanQueries {
     let measure_cols: String = spec
         .measures
         .iter()
-        .map(|m| format!(", {}", q(m)))
+        .map(|m| format!(", {} AS {}", measure_value(e, spec.info, m), q(m)))
         .collect();
     let totals = WarehouseSql::new(format!(
         "SELECT {} FROM (SELECT {row_day} AS nk_day{measure_cols} FROM {table}) nk_r \
@@ -352,10 +369,15 @@ fn conflict_expr(e: Engine, compared: &[Compared], masks: usize) -> String {
         .iter()
         .map(|c| {
             let col = e.quote_ident(c.name);
-            // PostgreSQL has no MIN/MAX for uuid, boolean or json: compare their text.
             let v = match (e, c.kind) {
+                // PostgreSQL has no MIN/MAX for uuid, boolean or json: compare their text.
                 (Engine::Postgres, ColumnKind::Uuid | ColumnKind::Boolean | ColumnKind::Other) => {
                     e.to_text(&col)
+                }
+                // MySQL compares strings under their collation, where 'Hello' = 'hello' and
+                // 'a ' = 'a': rows differing so are not copies. Compare the bytes.
+                (Engine::MySql, ColumnKind::Text | ColumnKind::Uuid | ColumnKind::Other) => {
+                    e.exact_order(&col)
                 }
                 _ => col,
             };
@@ -508,6 +530,9 @@ pub fn parse_scan(
     for keys in [&mut conflicting_keys, &mut duplicate_keys] {
         keys.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     }
+    // A conflicting group that is the least or greatest key of its day is also the least or
+    // greatest conflicting key of that day, so `conflicting_keys` names every conflicting one.
+    figures.conflicting_sample_keys = conflicting_keys.iter().map(|(_, k)| k.clone()).collect();
     for (_, key) in conflicting_keys.into_iter().chain(duplicate_keys) {
         if !figures.sample_keys.contains(&key) {
             figures.sample_keys.push(key);
@@ -543,7 +568,7 @@ pub fn survivor_sql(
     let values: Vec<String> = measures
         .iter()
         .enumerate()
-        .map(|(j, m)| format!("{} AS nk_m{j}", q(m)))
+        .map(|(j, m)| format!("{} AS nk_m{j}", measure_value(engine, info, m)))
         .collect();
     let mut sums = Vec::new();
     let mut weights = Vec::new();
@@ -586,58 +611,129 @@ impl SurvivorQuery {
     }
 }
 
-/// The rows of the sampled duplicate groups: every column as text, plus the key as the same
-/// JSON text the scan produced, to group them by.
-pub fn samples_sql(
+/// The statement that fetches the rows of the sampled duplicate groups, and its binds.
+pub struct SamplesQuery {
+    pub sql: WarehouseSql,
+    pub binds: Vec<Option<String>>,
+}
+
+/// The rows of the sampled duplicate groups (`keys`: JSON arrays from the scan), every column as
+/// text, each row tagged with the index of its group in `keys` (its first column).
+///
+/// At most `per_group` rows per group, so one big group (a thousand rows with a NULL key) cannot
+/// crowd out the others: the first and the last rows of the group in an exact order of the
+/// `compared` columns ([`Engine::exact_order`]). When the rows of a group differ, its least and
+/// greatest rows differ too, so the sample shows what conflicts.
+///
+/// ```sql
+/// SELECT nk_g, nk_c0, ... FROM (
+///   SELECT nk_s.*, ROW_NUMBER() OVER (PARTITION BY nk_g ORDER BY nk_o0, ...) AS nk_up,
+///          ROW_NUMBER() OVER (PARTITION BY nk_g ORDER BY nk_o0 DESC, ...) AS nk_down
+///   FROM (SELECT CASE WHEN <key 0> THEN 0 WHEN <key 1> THEN 1 ... END AS nk_g,
+///                <exact order of compared columns> AS nk_o0, ..., <columns as text> AS nk_c0, ...
+///         FROM table WHERE <key 0> OR <key 1> ...) nk_s) nk_w
+/// WHERE nk_up <= half OR nk_down <= half ORDER BY nk_g, nk_up
+/// ```
+pub fn samples_query(
     engine: Engine,
     info: &TableInfo,
     key: &[String],
-    groups: usize,
-    limit: usize,
-) -> WarehouseSql {
+    compared: &[String],
+    keys: &[String],
+    per_group: usize,
+) -> SamplesQuery {
     let q = |c: &str| engine.quote_ident(c);
-    let key_cols: Vec<String> = key.iter().map(|k| q(k)).collect();
-    let mut n = 0;
-    let conditions: Vec<String> = (0..groups)
-        .map(|_| {
-            let parts: Vec<String> = key
-                .iter()
-                .map(|k| {
-                    n += 1;
-                    let data_type = info
-                        .column(k)
-                        .map(|c| c.data_type.clone())
-                        .unwrap_or_else(|| "text".into());
-                    engine.null_safe_eq(&q(k), &data_type, &engine.placeholder(n))
-                })
-                .collect();
-            format!("({})", parts.join(" AND "))
-        })
+    let values: Vec<Vec<Option<String>>> = keys.iter().map(|k| key_values(k)).collect();
+    let mut binds = Vec::new();
+    // The conditions appear twice (the CASE and the WHERE), each with its own binds.
+    let conditions = |binds: &mut Vec<Option<String>>| -> Vec<String> {
+        values
+            .iter()
+            .map(|group| {
+                let parts: Vec<String> = key
+                    .iter()
+                    .enumerate()
+                    .map(|(i, k)| {
+                        binds.push(group.get(i).cloned().flatten());
+                        let column = info.column(k);
+                        engine.key_part_eq(
+                            &q(k),
+                            column.map_or("text", |c| c.data_type.as_str()),
+                            column.map_or(ColumnKind::Text, |c| c.kind),
+                            &engine.placeholder(binds.len()),
+                        )
+                    })
+                    .collect();
+                format!("({})", parts.join(" AND "))
+            })
+            .collect()
+    };
+    let tags: Vec<String> = conditions(&mut binds)
+        .into_iter()
+        .enumerate()
+        .map(|(g, c)| format!("WHEN {c} THEN {g}"))
         .collect();
-    let columns: Vec<String> = info
-        .columns
-        .iter()
-        .map(|c| engine.to_text(&q(&c.name)))
+    let filter = conditions(&mut binds).join(" OR ");
+    let mut inner = vec![format!("CASE {} END AS nk_g", tags.join(" "))];
+    inner.extend(
+        compared
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{} AS nk_o{i}", engine.exact_order(&q(c)))),
+    );
+    inner.extend(
+        info.columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{} AS nk_c{i}", engine.to_text(&q(&c.name)))),
+    );
+    let order = |dir: &str| -> String {
+        let list: Vec<String> = (0..compared.len())
+            .map(|i| format!("nk_s.nk_o{i}{dir}"))
+            .collect();
+        if list.is_empty() {
+            String::new()
+        } else {
+            format!(" ORDER BY {}", list.join(", "))
+        }
+    };
+    let keep = if compared.is_empty() {
+        format!("nk_w.nk_up <= {per_group}")
+    } else {
+        let first = per_group.div_ceil(2);
+        format!(
+            "nk_w.nk_up <= {first} OR nk_w.nk_down <= {}",
+            per_group - first
+        )
+    };
+    let columns: String = (0..info.columns.len())
+        .map(|i| format!(", nk_w.nk_c{i}"))
         .collect();
-    WarehouseSql::new(format!(
-        "SELECT {}, {} FROM {} WHERE {} LIMIT {limit}",
-        engine.json_array(&key_cols),
-        columns.join(", "),
+    let sql = WarehouseSql::new(format!(
+        "SELECT {}{columns} FROM (\
+         SELECT nk_s.*, \
+         ROW_NUMBER() OVER (PARTITION BY nk_s.nk_g{}) AS nk_up, \
+         ROW_NUMBER() OVER (PARTITION BY nk_s.nk_g{}) AS nk_down \
+         FROM (SELECT {} FROM {} WHERE {filter}) nk_s) nk_w \
+         WHERE {keep} ORDER BY nk_w.nk_g, nk_w.nk_up",
+        engine.to_text("nk_w.nk_g"),
+        order(""),
+        order(" DESC"),
+        inner.join(", "),
         engine.qualified(&info.table),
-        conditions.join(" OR "),
-    ))
+    ));
+    SamplesQuery { sql, binds }
 }
 
-/// The bind values for [`samples_sql`]: each JSON key array flattened to text values.
-pub fn sample_binds(keys: &[String]) -> Vec<Option<String>> {
-    keys.iter()
-        .flat_map(|k| {
-            let values: Vec<serde_json::Value> = serde_json::from_str(k).unwrap_or_default();
-            values.into_iter().map(|v| match v {
-                serde_json::Value::Null => None,
-                serde_json::Value::String(s) => Some(s),
-                other => Some(other.to_string()),
-            })
+/// The parts of a JSON key array from the scan: text, or NULL.
+pub fn key_values(key: &str) -> Vec<Option<String>> {
+    let values: Vec<serde_json::Value> = serde_json::from_str(key).unwrap_or_default();
+    values
+        .into_iter()
+        .map(|v| match v {
+            serde_json::Value::Null => None,
+            serde_json::Value::String(s) => Some(s),
+            other => Some(other.to_string()),
         })
         .collect()
 }
@@ -747,16 +843,41 @@ mod tests {
     }
 
     #[test]
-    fn sample_keys_become_typed_binds() {
-        let binds = sample_binds(&[r#"[1001, "a", null, 2.5]"#.to_string()]);
+    fn sample_keys_become_text_binds_with_every_digit() {
         assert_eq!(
-            binds,
+            key_values(r#"["1001", "a", null, "12345678901234567890.123"]"#),
             vec![
                 Some("1001".into()),
                 Some("a".into()),
                 None,
-                Some("2.5".into())
+                Some("12345678901234567890.123".into())
             ]
+        );
+    }
+
+    #[test]
+    fn the_samples_query_caps_rows_per_group_and_binds_each_key_twice() {
+        let info = info();
+        let key = vec!["order_id".to_string()];
+        let compared = vec!["amount".to_string()];
+        let keys = vec![r#"["1"]"#.to_string(), "[null]".to_string()];
+        let q = samples_query(Engine::Postgres, &info, &key, &compared, &keys, 10);
+        assert_eq!(
+            q.binds,
+            vec![Some("1".into()), None, Some("1".into()), None]
+        );
+        let sql = q.sql.as_str();
+        assert!(
+            sql.contains("PARTITION BY nk_s.nk_g ORDER BY nk_s.nk_o0 DESC"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("nk_w.nk_up <= 5 OR nk_w.nk_down <= 5"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains(r#""order_id" IS NOT DISTINCT FROM CAST($4 AS bigint)"#),
+            "{sql}"
         );
     }
 }

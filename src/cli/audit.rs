@@ -70,8 +70,10 @@ fn resolve_warehouse(
         Some(name) => match by_name(name) {
             Some(w) => Ok((w.resolve_url()?, Some(w.name.clone()))),
             None => Err(format!(
-                "--warehouse {name:?} is neither a URL (postgres://, mysql://, sqlite://) nor a \
-                 [[warehouse]] name in natkey.toml"
+                "--warehouse {:?} is neither a URL (postgres://, mysql://, sqlite://) nor a \
+                 [[warehouse]] name in natkey.toml",
+                // A mistyped URL (`postgres:/u:pw@h/db`) may hold a password.
+                natkey::warehouse::redact(name)
             )),
         },
         None => match config.warehouses.as_slice() {
@@ -244,10 +246,10 @@ pub async fn run_audit(
     eprintln!("natkey: auditing {url}");
     let mut warehouse = Warehouse::connect(&url, settings)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| url.scrub(&e.to_string()))?;
     audit::run(&mut warehouse, config, &options, &mut print_progress)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| url.scrub(&e.to_string()))
 }
 
 pub async fn demo(args: DemoArgs) -> Result<ExitCode, String> {

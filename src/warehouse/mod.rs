@@ -11,7 +11,7 @@ mod postgres;
 mod sqlite;
 mod url;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sqlx::{Connection, Row};
@@ -84,7 +84,8 @@ impl Engine {
     }
 
     /// A JSON array of the expressions, as text: used to carry a composite key value out of an
-    /// aggregate and back into a query without losing its type.
+    /// aggregate and back into a query. Give it [`Engine::key_text`] parts, never raw values:
+    /// JSON numbers lose digits and JSON holds no arrays of the engine's types or BLOBs.
     pub fn json_array(self, exprs: &[String]) -> String {
         let list = exprs.join(", ");
         match self {
@@ -94,15 +95,46 @@ impl Engine {
         }
     }
 
-    /// A NULL-safe equality between a column and a text parameter, with the parameter cast to
-    /// the column's type where the engine needs it.
-    pub fn null_safe_eq(self, column_sql: &str, data_type: &str, param: &str) -> String {
+    /// One part of a key value as text that [`Engine::key_part_eq`] turns back into exactly
+    /// that value: the engine's own text form (PostgreSQL, MySQL), which every type has and which
+    /// keeps every digit of a decimal; on SQLite `quote()`, which also keeps the storage class
+    /// (`1`, `'1'` and `X'31'` are three keys there) and turns a BLOB into text.
+    pub fn key_text(self, expr: &str) -> String {
+        match self {
+            Engine::Postgres | Engine::MySql => self.to_text(expr),
+            Engine::Sqlite => format!("quote({expr})"),
+        }
+    }
+
+    /// Whether a column holds the key part `param` (a bind holding [`Engine::key_text`] of the
+    /// value, or NULL), with GROUP BY's equality: NULL matches NULL; PostgreSQL casts the text
+    /// back to the column's type; MySQL compares text columns under their own collation, as
+    /// GROUP BY does, and other columns by their text.
+    pub fn key_part_eq(
+        self,
+        column_sql: &str,
+        data_type: &str,
+        kind: ColumnKind,
+        param: &str,
+    ) -> String {
         match self {
             Engine::Postgres => {
                 format!("{column_sql} IS NOT DISTINCT FROM CAST({param} AS {data_type})")
             }
-            Engine::MySql => format!("{column_sql} <=> {param}"),
-            Engine::Sqlite => format!("{column_sql} IS {param}"),
+            Engine::MySql if kind == ColumnKind::Text => format!("{column_sql} <=> {param}"),
+            Engine::MySql => format!("{} <=> {param}", self.to_text(column_sql)),
+            Engine::Sqlite => format!("quote({column_sql}) IS {param}"),
+        }
+    }
+
+    /// An expression whose order is total and agrees with exact equality of the column's values
+    /// (two values that differ never tie): the text on PostgreSQL, the bytes on MySQL (whose
+    /// collations tie `'a'` with `'A'` and `'a '`), `quote()` on SQLite.
+    pub fn exact_order(self, expr: &str) -> String {
+        match self {
+            Engine::Postgres => self.to_text(expr),
+            Engine::MySql => format!("CAST({expr} AS BINARY)"),
+            Engine::Sqlite => format!("quote({expr})"),
         }
     }
 }
@@ -175,7 +207,7 @@ impl Default for SessionSettings {
 enum Conn {
     Postgres(sqlx::PgConnection),
     MySql(sqlx::MySqlConnection),
-    Sqlite(sqlx::SqliteConnection),
+    Sqlite(sqlx::SqliteConnection, sqlite::Deadline),
 }
 
 /// A read-only session on one warehouse.
@@ -188,6 +220,8 @@ pub struct Warehouse {
     conn: Conn,
     settings: SessionSettings,
     server_version: String,
+    /// Inside [`Warehouse::begin_snapshot`]: statements share one transaction's snapshot.
+    in_snapshot: bool,
 }
 
 impl Warehouse {
@@ -196,15 +230,18 @@ impl Warehouse {
         url: &WarehouseUrl,
         settings: SessionSettings,
     ) -> Result<Warehouse, WarehouseError> {
+        // A driver's message may quote the URL or the password: scrub it.
         let fail = |message: String| WarehouseError::Connect {
             url: url.redacted().to_string(),
-            message,
+            message: url.scrub(&message),
         };
         let connecting = async {
             match url.engine() {
                 Engine::Postgres => postgres::connect(url, &settings).await.map(Conn::Postgres),
                 Engine::MySql => mysql::connect(url, &settings).await.map(Conn::MySql),
-                Engine::Sqlite => sqlite::connect(url).await.map(Conn::Sqlite),
+                Engine::Sqlite => sqlite::connect(url)
+                    .await
+                    .map(|(conn, deadline)| Conn::Sqlite(conn, deadline)),
             }
         };
         let conn = match tokio::time::timeout(settings.connect_timeout, connecting).await {
@@ -223,6 +260,7 @@ impl Warehouse {
             conn,
             settings,
             server_version: String::new(),
+            in_snapshot: false,
         };
         let version_sql = match url.engine() {
             Engine::Postgres => "SELECT current_setting('server_version_num')",
@@ -270,7 +308,7 @@ impl Warehouse {
         let answer = match &mut self.conn {
             Conn::Postgres(conn) => conn.ping().await,
             Conn::MySql(conn) => conn.ping().await,
-            Conn::Sqlite(conn) => conn.ping().await,
+            Conn::Sqlite(conn, _) => conn.ping().await,
         };
         answer.map_err(|e| WarehouseError::query("the warehouse connection", &e))
     }
@@ -296,6 +334,52 @@ impl Warehouse {
         self.run(sql, binds, true).await
     }
 
+    /// Until [`Warehouse::end_snapshot`], every statement reads one consistent snapshot of the
+    /// warehouse, so the figures of a table (its scan, totals, survivor overcount and samples)
+    /// agree even while loads run: PostgreSQL `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`,
+    /// MySQL/MariaDB `START TRANSACTION READ ONLY, WITH CONSISTENT SNAPSHOT`. SQLite reads a
+    /// file natkey holds read-only; each statement there is its own snapshot.
+    pub async fn begin_snapshot(&mut self) -> Result<(), WarehouseError> {
+        self.end_snapshot().await;
+        let begin = match &mut self.conn {
+            Conn::Postgres(conn) => {
+                sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .execute(&mut *conn)
+                    .await
+                    .map(drop)
+            }
+            Conn::MySql(conn) => {
+                sqlx::raw_sql("START TRANSACTION READ ONLY, WITH CONSISTENT SNAPSHOT")
+                    .execute(&mut *conn)
+                    .await
+                    .map(drop)
+            }
+            Conn::Sqlite(..) => return Ok(()),
+        };
+        begin.map_err(|e| WarehouseError::query("starting a read-only snapshot", &e))?;
+        self.in_snapshot = true;
+        Ok(())
+    }
+
+    /// Ends the snapshot of [`Warehouse::begin_snapshot`] (a rollback: natkey wrote nothing).
+    pub async fn end_snapshot(&mut self) {
+        if !std::mem::take(&mut self.in_snapshot) {
+            return;
+        }
+        // A failure here means the session is gone; the next statement reports it.
+        let _ = match &mut self.conn {
+            Conn::Postgres(conn) => sqlx::raw_sql("ROLLBACK")
+                .execute(&mut *conn)
+                .await
+                .map(drop),
+            Conn::MySql(conn) => sqlx::raw_sql("ROLLBACK")
+                .execute(&mut *conn)
+                .await
+                .map(drop),
+            Conn::Sqlite(..) => return,
+        };
+    }
+
     async fn run(
         &mut self,
         sql: &WarehouseSql,
@@ -305,22 +389,26 @@ impl Warehouse {
         // The text was built from quoted identifiers and natkey's own fragments (see WarehouseSql).
         let text = sqlx::AssertSqlSafe(sql.0.clone());
         match &mut self.conn {
+            Conn::Postgres(conn) if self.in_snapshot => {
+                // A savepoint per statement: a failing statement does not abort the snapshot,
+                // and rolling back to it ends the statement's SET LOCAL settings.
+                sqlx::raw_sql("SAVEPOINT natkey_statement")
+                    .execute(&mut *conn)
+                    .await?;
+                let rows = postgres::statement(conn, text, binds, heavy, &self.settings).await;
+                let restored = sqlx::raw_sql(
+                    "ROLLBACK TO SAVEPOINT natkey_statement; RELEASE SAVEPOINT natkey_statement",
+                )
+                .execute(&mut *conn)
+                .await;
+                // The statement's own error says more than the rollback's.
+                let rows = rows?;
+                restored?;
+                rows.iter().map(text_row).collect()
+            }
             Conn::Postgres(conn) => {
                 let mut tx = conn.begin_with("BEGIN READ ONLY").await?;
-                if heavy {
-                    let work_mem = postgres::setting_literal(&self.settings.work_mem);
-                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                        "SET LOCAL work_mem = {work_mem}; \
-                         SET LOCAL parallel_setup_cost = 0; SET LOCAL parallel_tuple_cost = 0"
-                    )))
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                let mut query = sqlx::query(text);
-                for b in binds {
-                    query = query.bind(b.clone());
-                }
-                let rows = query.fetch_all(&mut *tx).await?;
+                let rows = postgres::statement(&mut tx, text, binds, heavy, &self.settings).await?;
                 tx.rollback().await?;
                 rows.iter().map(text_row).collect()
             }
@@ -332,13 +420,26 @@ impl Warehouse {
                 let rows = query.fetch_all(&mut *conn).await?;
                 rows.iter().map(text_row).collect()
             }
-            Conn::Sqlite(conn) => {
+            Conn::Sqlite(conn, deadline) => {
                 let mut query = sqlx::query(text);
                 for b in binds {
                     query = query.bind(b.clone());
                 }
-                let rows = query.fetch_all(&mut *conn).await?;
-                rows.iter().map(text_row).collect()
+                let timeout = self.settings.statement_timeout;
+                let set = |until: Option<Instant>| {
+                    *deadline.lock().unwrap_or_else(|e| e.into_inner()) = until;
+                };
+                set(Some(Instant::now() + timeout));
+                let rows = query.fetch_all(&mut *conn).await;
+                let expired = deadline
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_some_and(|until| Instant::now() >= until);
+                set(None);
+                match rows {
+                    Err(_) if expired => Err(sqlite::timed_out(timeout)),
+                    rows => rows?.iter().map(text_row).collect(),
+                }
             }
         }
     }

@@ -15,7 +15,12 @@ pub(super) async fn connect(
     url: &WarehouseUrl,
     _settings: &SessionSettings,
 ) -> Result<sqlx::MySqlConnection, ConnectFailure> {
-    let options = MySqlConnectOptions::from_str(url.secret())?.disable_statement_logging();
+    let (driver_url, query_password) = url.driver_url();
+    let mut options = MySqlConnectOptions::from_str(&driver_url)?;
+    if let Some(password) = &query_password {
+        options = options.password(password);
+    }
+    let options = options.disable_statement_logging();
     let mut conn = options.connect().await?;
     // Read-only before anything else runs; large GROUP BYs may use in-memory temp tables.
     sqlx::raw_sql(

@@ -13,7 +13,12 @@ pub(super) async fn connect(
     settings: &SessionSettings,
 ) -> Result<sqlx::PgConnection, ConnectFailure> {
     let timeout_ms = settings.statement_timeout.as_millis().to_string();
-    let options = PgConnectOptions::from_str(url.secret())?
+    let (driver_url, query_password) = url.driver_url();
+    let mut options = PgConnectOptions::from_str(&driver_url)?;
+    if let Some(password) = &query_password {
+        options = options.password(password);
+    }
+    let options = options
         .application_name("natkey")
         // Read-only from the first statement on: the server refuses writes in this session.
         .options([
@@ -26,8 +31,33 @@ pub(super) async fn connect(
     Ok(options.connect().await?)
 }
 
+/// Runs one statement in the current transaction; a heavy one (natkey's scans) first raises
+/// `work_mem` and makes parallel workers cheap, for the rest of the transaction (`SET LOCAL`).
+pub(super) async fn statement(
+    conn: &mut sqlx::PgConnection,
+    text: sqlx::AssertSqlSafe<String>,
+    binds: &[Option<String>],
+    heavy: bool,
+    settings: &SessionSettings,
+) -> Result<Vec<sqlx::postgres::PgRow>, sqlx::Error> {
+    if heavy {
+        let work_mem = setting_literal(&settings.work_mem);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "SET LOCAL work_mem = {work_mem}; \
+             SET LOCAL parallel_setup_cost = 0; SET LOCAL parallel_tuple_cost = 0"
+        )))
+        .execute(&mut *conn)
+        .await?;
+    }
+    let mut query = sqlx::query(text);
+    for b in binds {
+        query = query.bind(b.clone());
+    }
+    query.fetch_all(&mut *conn).await
+}
+
 /// A `SET` value as a quoted literal (`'256MB'`); the value comes from natkey's config.
-pub(super) fn setting_literal(value: &str) -> String {
+fn setting_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 

@@ -1,5 +1,8 @@
 //! SQLite: read-only (`mode=ro`) connections and catalog queries (`sqlite_master`, pragmas).
 
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use sqlx::ConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
 
@@ -10,7 +13,17 @@ use super::{ConnectFailure, Warehouse, WarehouseSql, WarehouseUrl};
 /// natkey audits the main database of a SQLite file; its schema is always `main`.
 pub const MAIN: &str = "main";
 
-pub(super) async fn connect(url: &WarehouseUrl) -> Result<sqlx::SqliteConnection, ConnectFailure> {
+/// When the running statement must stop: SQLite has no statement timeout of its own, so a
+/// progress handler (called every few thousand virtual-machine steps) interrupts the statement
+/// once this instant has passed. `None` between statements.
+pub(super) type Deadline = Arc<Mutex<Option<Instant>>>;
+
+/// How many SQLite virtual-machine instructions run between two deadline checks.
+const STEPS_PER_CHECK: i32 = 10_000;
+
+pub(super) async fn connect(
+    url: &WarehouseUrl,
+) -> Result<(sqlx::SqliteConnection, Deadline), ConnectFailure> {
     let Some(path) = url.sqlite_path() else {
         return Err(ConnectFailure::Message("no database file".to_string()));
     };
@@ -25,7 +38,28 @@ pub(super) async fn connect(url: &WarehouseUrl) -> Result<sqlx::SqliteConnection
         .read_only(true)
         .create_if_missing(false)
         .disable_statement_logging();
-    Ok(options.connect().await?)
+    let mut conn = options.connect().await?;
+    let deadline: Deadline = Arc::default();
+    let watched = Arc::clone(&deadline);
+    conn.lock_handle()
+        .await?
+        .set_progress_handler(STEPS_PER_CHECK, move || {
+            // `true` lets the statement go on.
+            let until = *watched.lock().unwrap_or_else(|e| e.into_inner());
+            until.is_none_or(|until| Instant::now() < until)
+        });
+    Ok((conn, deadline))
+}
+
+/// The error of a statement the deadline interrupted, worded as PostgreSQL words its own.
+pub(super) fn timed_out(timeout: Duration) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!(
+            "canceling statement due to statement timeout ({}s)",
+            timeout.as_secs()
+        ),
+    ))
 }
 
 fn sql(text: &str) -> WarehouseSql {

@@ -354,3 +354,108 @@ pub fn big_ledger(t: &Value, e: &Expected) {
         );
     }
 }
+
+/// `fixtures::crowded_events`: every sampled group comes with its rows, none with more than 10,
+/// and the big NULL-key group is marked conflicting and shows the row that differs.
+pub fn crowded_events(t: &Value) {
+    let c = ctx(t);
+    assert_eq!(t["status"], "duplicates", "{c}: {t}");
+    assert_eq!(t["duplicate_groups"], 5, "{c}");
+    assert_eq!(t["conflicting_groups"], 1, "{c}");
+    assert_eq!(t["null_key_groups"], 1, "{c}");
+    assert_eq!(t["excess_rows"], 999 + 4, "{c}");
+    let samples = t["samples"].as_array().expect("samples");
+    // Without a day column the scan names the least and greatest key of all groups and of the
+    // conflicting ones: the NULL group and event 1. A cap over all rows would fill up with the
+    // NULL group and lose event 1.
+    assert_eq!(
+        samples.len(),
+        2,
+        "{c}: every named group is sampled: {}",
+        t["samples"]
+    );
+    let null_group = &samples[0];
+    assert!(
+        null_group["key"]["event_id"].is_null(),
+        "{c}: conflicting first: {null_group}"
+    );
+    assert_eq!(
+        null_group["exact"], false,
+        "{c}: the scan found it conflicting"
+    );
+    let rows = null_group["rows"].as_array().expect("rows").len();
+    assert!((2..=10).contains(&rows), "{c}: {rows} rows sampled of 1000");
+    assert!(
+        strings(&null_group["differing_columns"]).contains(&"kind".to_string()),
+        "{c}: the sample shows the row that differs: {null_group}"
+    );
+    let mut exact_keys = std::collections::BTreeSet::new();
+    for s in &samples[1..] {
+        assert_eq!(s["exact"], true, "{c}: {s}");
+        assert_eq!(s["rows"].as_array().map(Vec::len), Some(2), "{c}: {s}");
+        exact_keys.insert(s["key"]["event_id"].as_str().unwrap_or("?").to_string());
+    }
+    assert_eq!(exact_keys, sset(&["1"]), "{c}");
+}
+
+/// `fixtures::orders_by_day`: a group counts on the earliest day among its rows, and a day's
+/// `rows` are all the rows of that day, duplicated or not.
+pub fn orders_by_day(t: &Value) {
+    let c = ctx(t);
+    assert_eq!(t["status"], "duplicates", "{c}: {t}");
+    assert_eq!(t["day_column"], "order_date", "{c}");
+    assert_eq!(t["rows"], 11, "{c}");
+    assert_eq!(t["duplicate_groups"], 3, "{c}");
+    assert_eq!(t["exact_groups"], 2, "{c}");
+    assert_eq!(t["conflicting_groups"], 1, "{c}");
+    assert_eq!(t["excess_rows"], 1 + 1 + 2, "{c}");
+    let days = t["by_day"].as_array().expect("by_day");
+    let summary: Vec<(String, i64, i64, i64)> = days
+        .iter()
+        .map(|d| {
+            (
+                d["day"].as_str().unwrap_or("?").to_string(),
+                d["rows"].as_i64().unwrap_or(-1),
+                d["duplicate_groups"].as_i64().unwrap_or(-1),
+                d["excess_rows"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            // Orders 1 and 3 (3 spans 11-01 and 11-02); four rows dated 11-01.
+            ("2026-11-01".to_string(), 4, 2, 2),
+            // Order 4; six rows dated 11-02, order 3's second row among them.
+            ("2026-11-02".to_string(), 6, 1, 2),
+        ],
+        "{c}: by_day {}",
+        t["by_day"]
+    );
+    let m = |d: &Value, f: &str| d["measures"][0][f].as_i64().unwrap_or(-1);
+    // 11-01: order 1 is exact (100 too many); order 3 conflicts (30 too many whichever stays).
+    assert_eq!(
+        (
+            m(&days[0], "overcount"),
+            m(&days[0], "overcount_min"),
+            m(&days[0], "overcount_max")
+        ),
+        (100, 130, 130),
+        "{c}"
+    );
+    assert_eq!(
+        (
+            m(&days[1], "overcount"),
+            m(&days[1], "overcount_min"),
+            m(&days[1], "overcount_max")
+        ),
+        (140, 140, 140),
+        "{c}"
+    );
+}
+
+/// An enforced table and how many rows it holds.
+pub fn enforced_with_rows(t: &Value, columns: &[&str], rows: i64) {
+    enforced(t, columns);
+    assert_eq!(t["rows"], rows, "{}: rows of an enforced table", ctx(t));
+}

@@ -57,6 +57,52 @@ fn password_in_an_unreachable_url_is_never_shown() {
     assert!(!run.stdout.contains(secret), "stdout shows the password");
 }
 
+/// Every run below must keep `secret` out of stdout and stderr.
+fn assert_secret_hidden(run: &crate::common::Run, secret: &str) {
+    assert!(
+        !run.stderr.contains(secret) && !run.stdout.contains(secret),
+        "the password {secret:?} is shown\n{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn passwords_in_query_parameters_raw_delimiters_and_malformed_urls_are_never_shown() {
+    let dir = TempDir::new();
+    let secret = "Qu3ryS3cretXyz";
+    for url in [
+        format!("postgres://postgres@127.0.0.1:1/x?password={secret}"),
+        format!("postgres://postgres@127.0.0.1:1/x?sslmode=disable&sslpassword={secret}"),
+        format!("mysql://root@127.0.0.1:1/shop?password={secret}"),
+        // Raw delimiters in the password: not a valid URL, or one with a different host.
+        format!("postgres://postgres:a/{secret}@127.0.0.1:1/x"),
+        format!("postgres://postgres:a?{secret}@127.0.0.1:1/x"),
+        format!("postgres://postgres:a#{secret}@127.0.0.1:1/x"),
+        // No `//` after the scheme: taken for a [[warehouse]] name.
+        format!("postgres:/postgres:{secret}@127.0.0.1:1/x"),
+        format!("postgres:postgres:{secret}@127.0.0.1:1/x"),
+    ] {
+        let run = audit_in(&dir.0, &url, &[]);
+        assert_eq!(run.code, 2, "{}", run.describe());
+        assert_secret_hidden(&run, secret);
+    }
+}
+
+#[tokio::test]
+async fn a_password_query_parameter_never_reaches_the_report_or_stderr() {
+    let db = TestDb::postgres().await;
+    db.exec(&fixtures::currencies(&db, "public")).await;
+    // The test server trusts local connections, so the password is accepted and ignored.
+    let secret = "Qu3ryS3cretAbc";
+    let url = format!("{}?password={secret}", db.url());
+    let run = audit_in(&db.dir, &url, &[]);
+    assert_eq!(run.code, 0, "{}", run.describe());
+    assert_secret_hidden(&run, secret);
+    let report = run.json();
+    let shown = report["warehouse"].as_str().unwrap_or_default();
+    assert!(shown.ends_with("?password=***"), "warehouse field: {shown}");
+}
+
 #[tokio::test]
 async fn wrong_mysql_password_is_a_short_error_without_the_password() {
     let db = TestDb::mysql().await;
@@ -108,6 +154,31 @@ async fn unknown_table_is_an_error_naming_it() {
     db.exec(&fixtures::currencies(&db, "")).await;
     let run = db.audit(&["--table", "no_such_table"]);
     assert_clean_error(&run, &["no_such_table"]);
+}
+
+#[tokio::test]
+async fn a_schema_that_matches_nothing_is_an_error_naming_it_on_every_engine() {
+    for db in [
+        TestDb::postgres().await,
+        TestDb::mysql().await,
+        TestDb::sqlite().await,
+    ] {
+        db.exec(&fixtures::currencies(&db, "public")).await;
+        let run = db.audit(&["--schema", "pubilc_typo"]);
+        assert_clean_error(&run, &["pubilc_typo", "schema"]);
+        assert!(
+            run.stdout.is_empty(),
+            "no report is printed\n{}",
+            run.describe()
+        );
+        // The real schema next to the typo still fails: every --schema must match.
+        let schema = db.schema("public");
+        let run = db.audit(&["--schema", &schema, "--schema", "pubilc_typo"]);
+        assert_clean_error(&run, &["pubilc_typo"]);
+        // And the real schema alone audits.
+        let report = db.report(&["--schema", &schema], 0);
+        assert_eq!(crate::common::tables(&report).len(), 1, "{report}");
+    }
 }
 
 #[test]

@@ -582,6 +582,9 @@ pub fn toml_str(s: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // 4. A clean dimension with a natural primary key
 
+/// How many rows [`currencies`] holds.
+pub const CURRENCY_ROWS: i64 = 7;
+
 pub fn currencies(db: &TestDb, pg_schema: &str) -> String {
     let code = match db.engine {
         Engine::Sqlite => "char(3) NOT NULL PRIMARY KEY",
@@ -604,6 +607,7 @@ pub fn currencies(db: &TestDb, pg_schema: &str) -> String {
     .iter()
     .map(|(c, n, m)| vec![lit(c), lit(n), m.to_string()])
     .collect();
+    assert_eq!(rows.len() as i64, CURRENCY_ROWS);
     sql.push_str(&inserts(db, &t, &["code", "name", "minor_units"], &rows));
     sql
 }
@@ -1100,4 +1104,99 @@ pub fn retried_events_behind(
         sql,
         compute(vec![measure("points", 0)], &xrows, false, true),
     )
+}
+
+// ---------------------------------------------------------------------------------------------
+// One big duplicate group next to small ones (samples are capped per group)
+
+/// `crowded_events`: 1000 rows with a NULL `event_id` (999 of kind `a`, the last of kind `b`:
+/// one conflicting group), then event_ids 1..=4 twice each with identical payload (4 exact
+/// groups). Natural key `event_id` (config: [`crowded_events_config`]).
+pub fn crowded_events(db: &TestDb, pg_schema: &str) -> String {
+    let t = db.qt(pg_schema, "crowded_events");
+    let mut sql = db.create_schema(pg_schema);
+    sql.push_str(&format!(
+        "CREATE TABLE {t} (event_id bigint, kind varchar(10) NOT NULL, amount_cents bigint NOT NULL);\n"
+    ));
+    let mut rows: Vec<Vec<String>> = (0..1000)
+        .map(|i| {
+            let kind = if i == 999 { "b" } else { "a" };
+            vec!["NULL".into(), lit(kind), "1".into()]
+        })
+        .collect();
+    for ev in 1..=4 {
+        for _ in 0..2 {
+            rows.push(vec![ev.to_string(), lit("x"), "10".into()]);
+        }
+    }
+    sql.push_str(&inserts(
+        db,
+        &t,
+        &["event_id", "kind", "amount_cents"],
+        &rows,
+    ));
+    sql
+}
+
+pub fn crowded_events_config(name: &str) -> String {
+    format!(
+        "[[table]]\nname = {}\nnatural_key = [\"event_id\"]\n\n",
+        toml_str(name)
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Days: a group spanning two days, duplicated days with clean rows
+
+/// `orders_by_day` (order_id, order_date, amount_cents), natural key `order_id`
+/// ([`orders_by_day_config`]):
+///
+/// | day        | rows                                                  |
+/// |------------|-------------------------------------------------------|
+/// | 2026-11-01 | order 1 twice (100, exact), order 2 (50), order 3 (30) |
+/// | 2026-11-02 | order 3 again (30), order 4 three times (70, exact), orders 5 (20) and 6 (10) |
+/// | 2026-11-03 | order 7 (5)                                           |
+///
+/// Order 3 spans two days (its rows differ in order_date: a conflicting group of 11-01, the
+/// earliest day among its rows).
+pub fn orders_by_day(db: &TestDb) -> String {
+    let t = db.qt("public", "orders_by_day");
+    let mut sql = db.create_schema("public");
+    sql.push_str(&format!(
+        "CREATE TABLE {t} (order_id bigint NOT NULL, order_date date NOT NULL, amount_cents bigint NOT NULL);\n"
+    ));
+    let rows: Vec<Vec<String>> = [
+        (1, 1, 100),
+        (1, 1, 100),
+        (2, 1, 50),
+        (3, 1, 30),
+        (3, 2, 30),
+        (4, 2, 70),
+        (4, 2, 70),
+        (4, 2, 70),
+        (5, 2, 20),
+        (6, 2, 10),
+        (7, 3, 5),
+    ]
+    .iter()
+    .map(|(id, day, amount)| {
+        vec![
+            id.to_string(),
+            lit(&date(2026, 11, *day).to_string()),
+            amount.to_string(),
+        ]
+    })
+    .collect();
+    sql.push_str(&inserts(
+        db,
+        &t,
+        &["order_id", "order_date", "amount_cents"],
+        &rows,
+    ));
+    sql
+}
+
+pub fn orders_by_day_config() -> String {
+    "[[table]]\nname = \"orders_by_day\"\nnatural_key = [\"order_id\"]\nmeasures = [\"amount_cents\"]\n\n"
+        .to_string()
 }

@@ -90,7 +90,11 @@ async fn mysql_audit_exits_zero_for_an_enforced_dimension_and_a_clean_history() 
     assert_envelope(&report, DIALECTS);
     let schema = db.schema("");
     assert_eq!(report["summary"]["with_duplicates"], 0);
-    checks::enforced(table(&report, &schema, "currencies"), &["code"]);
+    checks::enforced_with_rows(
+        table(&report, &schema, "currencies"),
+        &["code"],
+        fixtures::CURRENCY_ROWS,
+    );
     checks::history(table(&report, &schema, "order_status_history"), &rows);
 }
 
@@ -322,7 +326,11 @@ async fn mysql_audit_without_a_database_in_the_url_covers_the_named_schemas() {
         ])
     );
     checks::daily_orders(table(&report, &db1.name, "daily_orders"), &e);
-    checks::enforced(table(&report, &db2.name, "currencies"), &["code"]);
+    checks::enforced_with_rows(
+        table(&report, &db2.name, "currencies"),
+        &["code"],
+        fixtures::CURRENCY_ROWS,
+    );
 
     // --table schema.table picks one table out of them.
     let only = format!("{}.currencies", db2.name);
@@ -344,4 +352,104 @@ async fn mysql_audit_without_a_database_in_the_url_covers_the_named_schemas() {
         table_set(&run.json()),
         set_of(&[(db2.name.as_str(), "currencies")])
     );
+}
+
+#[tokio::test]
+async fn mysql_samples_cap_rows_per_group_so_a_big_null_group_crowds_out_no_other() {
+    let db = TestDb::mysql().await;
+    db.exec(&fixtures::crowded_events(&db, "")).await;
+    let config = db.write_file(
+        "audit.toml",
+        &fixtures::crowded_events_config("crowded_events"),
+    );
+    let report = db.report(&["--config", &config], 1);
+    checks::crowded_events(table(&report, &db.schema(""), "crowded_events"));
+}
+
+#[tokio::test]
+async fn mysql_rows_that_differ_only_in_case_or_trailing_spaces_conflict() {
+    let db = TestDb::mysql().await;
+    // The default collation is case- and pad-insensitive: 'Hello' = 'hello', 'a ' = 'a'.
+    // Order 1 and 2 differ in their note (conflicting), order 3 is an exact pair.
+    db.exec(
+        "CREATE TABLE notes (order_id bigint NOT NULL, note varchar(20) NOT NULL,
+                             amount_cents bigint NOT NULL)
+           CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
+         INSERT INTO notes VALUES (1, 'Hello', 5), (1, 'hello', 5), (2, 'a ', 7), (2, 'a', 7),
+                                  (3, 'same', 9), (3, 'same', 9);",
+    )
+    .await;
+    let config = db.write_file(
+        "audit.toml",
+        "[[table]]\nname = \"notes\"\nnatural_key = [\"order_id\"]\nmeasures = [\"amount_cents\"]\n",
+    );
+    let report = db.report(&["--config", &config], 1);
+    let t = table(&report, &db.schema(""), "notes");
+    assert_eq!(t["duplicate_groups"], 3, "{t}");
+    assert_eq!(t["exact_groups"], 1, "{t}");
+    assert_eq!(t["conflicting_groups"], 2, "{t}");
+    // Only the exact pair counts in the exact overcount; the range covers all three.
+    assert_eq!(t["measures"][0]["overcount"], 9, "{t}");
+    assert_eq!(t["measures"][0]["overcount_max"], 5 + 7 + 9, "{t}");
+    let samples = t["samples"].as_array().expect("samples");
+    assert_eq!(samples.len(), 3, "every group is sampled: {t}");
+    for s in samples {
+        let order = s["key"]["order_id"].as_str().unwrap_or("?");
+        assert_eq!(s["exact"], order == "3", "sample of order {order}: {s}");
+        let differing = crate::common::strings(&s["differing_columns"]);
+        assert_eq!(differing.contains(&"note".to_string()), order != "3", "{s}");
+    }
+}
+
+#[tokio::test]
+async fn mysql_statement_timeout_interrupts_a_slow_query() {
+    let db = TestDb::mysql().await;
+    let settings = natkey::warehouse::SessionSettings {
+        statement_timeout: std::time::Duration::from_secs(1),
+        ..Default::default()
+    };
+    let url = natkey::warehouse::WarehouseUrl::parse(&db.url()).expect("valid URL");
+    let mut wh = natkey::warehouse::Warehouse::connect(&url, settings)
+        .await
+        .expect("connects");
+    let started = std::time::Instant::now();
+    let slow = natkey::warehouse::WarehouseSql::new("SELECT CAST(SLEEP(20) AS CHAR)".into());
+    let outcome = wh.query(&slow, &[]).await;
+    let took = started.elapsed();
+    // MariaDB stops the statement with an error; MySQL's SLEEP returns 1 when interrupted.
+    assert!(
+        outcome.is_err()
+            || outcome
+                .as_ref()
+                .is_ok_and(|r| r == &vec![vec![Some("1".to_string())]]),
+        "{outcome:?}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "stopped after {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn mysql_a_snapshot_holds_the_tables_rows_still_while_a_load_runs() {
+    use natkey::warehouse::{SessionSettings, Warehouse, WarehouseSql, WarehouseUrl};
+    let db = TestDb::mysql().await;
+    db.exec("CREATE TABLE loads (x int) ENGINE=InnoDB; INSERT INTO loads VALUES (1);")
+        .await;
+    let url = WarehouseUrl::parse(&db.url()).expect("valid URL");
+    let mut wh = Warehouse::connect(&url, SessionSettings::default())
+        .await
+        .expect("connects");
+    let count = WarehouseSql::new("SELECT CAST(COUNT(*) AS CHAR) FROM loads".to_string());
+    let one = |v: &str| vec![vec![Some(v.to_string())]];
+    wh.begin_snapshot().await.expect("snapshot");
+    assert_eq!(wh.query(&count, &[]).await.expect("count"), one("1"));
+    db.exec("INSERT INTO loads VALUES (2);").await;
+    assert_eq!(
+        wh.query(&count, &[]).await.expect("count"),
+        one("1"),
+        "the snapshot does not see the new row"
+    );
+    wh.end_snapshot().await;
+    assert_eq!(wh.query(&count, &[]).await.expect("count"), one("2"));
 }

@@ -4,7 +4,7 @@ use crate::checks;
 use crate::common::{
     TestDb, assert_clean_error, assert_envelope, natkey, set_of, table, table_set,
 };
-use crate::expect::assert_figures;
+use crate::expect::{assert_amount, assert_figures};
 use crate::fixtures::{self, Surrogate};
 
 #[tokio::test]
@@ -135,7 +135,11 @@ async fn audit_reports_a_natural_primary_key_as_enforced() {
     db.exec(&fixtures::currencies(&db, "public")).await;
     let report = db.report(&[], 0);
     assert_envelope(&report, &["postgres"]);
-    checks::enforced(table(&report, "public", "currencies"), &["code"]);
+    checks::enforced_with_rows(
+        table(&report, "public", "currencies"),
+        &["code"],
+        fixtures::CURRENCY_ROWS,
+    );
 }
 
 #[tokio::test]
@@ -159,7 +163,11 @@ async fn audit_exits_zero_on_a_warehouse_without_duplicates() {
     assert_eq!(report["summary"]["with_duplicates"], 0);
     assert_eq!(report["summary"]["excess_rows"], 0);
     assert_eq!(report["summary"]["tables"], 2);
-    checks::enforced(table(&report, "public", "currencies"), &["code"]);
+    checks::enforced_with_rows(
+        table(&report, "public", "currencies"),
+        &["code"],
+        fixtures::CURRENCY_ROWS,
+    );
     checks::history(table(&report, "sales", "order_status_history"), &rows);
 }
 
@@ -500,7 +508,11 @@ async fn audit_leaves_the_warehouse_unchanged_and_summarises_every_table() {
         &e_summary,
         "gross_cents",
     );
-    checks::enforced(table(&report, "public", "currencies"), &["code"]);
+    checks::enforced_with_rows(
+        table(&report, "public", "currencies"),
+        &["code"],
+        fixtures::CURRENCY_ROWS,
+    );
     checks::history(
         table(&report, "sales", "order_status_history"),
         &history_rows,
@@ -972,4 +984,157 @@ async fn tables_a_role_may_not_read_are_skipped_with_a_warning_and_named_when_as
         &[],
     );
     assert_clean_error(&run, &["may not SELECT", "hr.salaries"]);
+}
+
+#[tokio::test]
+async fn samples_cap_rows_per_group_so_a_big_null_group_crowds_out_no_other() {
+    let db = TestDb::postgres().await;
+    db.exec(&fixtures::crowded_events(&db, "public")).await;
+    let config = db.write_file(
+        "audit.toml",
+        &fixtures::crowded_events_config("crowded_events"),
+    );
+    let report = db.report(&["--config", &config], 1);
+    checks::crowded_events(table(&report, "public", "crowded_events"));
+}
+
+#[tokio::test]
+async fn array_and_wide_numeric_keys_keep_their_figures_and_samples() {
+    let db = TestDb::postgres().await;
+    // tagged: {1,2} twice and {3} three times (exact), {4,5} once.
+    // ledger: 12345678901234567890.123 twice, 1.500 twice (exact), 2.000 once: a float
+    // would round the first key to another value, and its group would match no row.
+    db.exec(
+        "CREATE TABLE tagged (tags integer[], amount_cents bigint NOT NULL);
+         INSERT INTO tagged VALUES ('{1,2}', 5), ('{1,2}', 5), ('{3}', 7), ('{3}', 7), ('{3}', 7),
+                                   ('{4,5}', 9);
+         CREATE TABLE ledger (ref numeric(30,3), amount_cents bigint NOT NULL);
+         INSERT INTO ledger VALUES (12345678901234567890.123, 1), (12345678901234567890.123, 1),
+                                   (1.5, 2), (1.5, 2), (2, 3);",
+    )
+    .await;
+    let config = db.write_file(
+        "audit.toml",
+        "[[table]]\nname = \"tagged\"\nnatural_key = [\"tags\"]\n\n\
+         [[table]]\nname = \"ledger\"\nnatural_key = [\"ref\"]\n",
+    );
+    let report = db.report(&["--config", &config], 1);
+    for (name, column, groups) in [
+        ("tagged", "tags", [("{1,2}", 2), ("{3}", 3)]),
+        (
+            "ledger",
+            "ref",
+            [("12345678901234567890.123", 2), ("1.500", 2)],
+        ),
+    ] {
+        let t = table(&report, "public", name);
+        assert_eq!(t["status"], "duplicates", "{name}: {t}");
+        assert_eq!(t["duplicate_groups"], 2, "{name}");
+        assert_eq!(t["exact_groups"], 2, "{name}");
+        let mut sampled: Vec<(String, usize)> = t["samples"]
+            .as_array()
+            .expect("samples")
+            .iter()
+            .map(|s| {
+                (
+                    s["key"][column].as_str().unwrap_or("?").to_string(),
+                    s["rows"].as_array().map_or(0, Vec::len),
+                )
+            })
+            .collect();
+        sampled.sort();
+        let mut want: Vec<(String, usize)> =
+            groups.iter().map(|(k, n)| (k.to_string(), *n)).collect();
+        want.sort();
+        assert_eq!(
+            sampled, want,
+            "{name}: every group is sampled with all its rows"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_money_measure_is_summed_exactly() {
+    let db = TestDb::postgres().await;
+    // p1: an exact pair of 1000.50; p2: one row of 24.50; p3: a conflicting pair, 10.00 and 12.00.
+    db.exec(
+        "CREATE TABLE payments (payment_ref text NOT NULL, fee money NOT NULL);
+         INSERT INTO payments VALUES ('p1', 1000.50), ('p1', 1000.50), ('p2', 24.50),
+                                     ('p3', 10.00), ('p3', 12.00);",
+    )
+    .await;
+    let config = db.write_file(
+        "audit.toml",
+        "[[table]]\nname = \"payments\"\nnatural_key = [\"payment_ref\"]\nmeasures = [\"fee\"]\n",
+    );
+    let report = db.report(&["--config", &config], 1);
+    let t = table(&report, "public", "payments");
+    assert_eq!(t["status"], "duplicates", "{t}");
+    assert_eq!(
+        (t["exact_groups"].as_i64(), t["conflicting_groups"].as_i64()),
+        (Some(1), Some(1))
+    );
+    let m = &t["measures"][0];
+    assert_eq!(m["column"], "fee");
+    assert_amount(&m["total"], 2 * 100050 + 2450 + 1000 + 1200, 2, "total");
+    assert_amount(&m["overcount"], 100050, 2, "overcount (exact groups)");
+    // Keeping the larger p3 row removes 10.00; keeping the smaller removes 12.00.
+    assert_amount(&m["overcount_min"], 100050 + 1000, 2, "overcount_min");
+    assert_amount(&m["overcount_max"], 100050 + 1200, 2, "overcount_max");
+}
+
+#[tokio::test]
+async fn by_day_counts_a_group_on_its_earliest_day_and_every_row_of_a_day() {
+    let db = TestDb::postgres().await;
+    db.exec(&fixtures::orders_by_day(&db)).await;
+    let config = db.write_file("audit.toml", &fixtures::orders_by_day_config());
+    let report = db.report(&["--config", &config], 1);
+    checks::orders_by_day(table(&report, "public", "orders_by_day"));
+}
+
+#[tokio::test]
+async fn a_snapshot_holds_the_tables_rows_still_while_a_load_runs() {
+    use natkey::warehouse::{SessionSettings, Warehouse, WarehouseSql, WarehouseUrl};
+    let db = TestDb::postgres().await;
+    db.exec("CREATE TABLE loads (x int); INSERT INTO loads VALUES (1);")
+        .await;
+    let url = WarehouseUrl::parse(&db.url()).expect("valid URL");
+    let mut wh = Warehouse::connect(&url, SessionSettings::default())
+        .await
+        .expect("connects");
+    let sql = |t: &str| WarehouseSql::new(t.to_string());
+    let count = sql("SELECT CAST(COUNT(*) AS TEXT) FROM loads");
+    let work_mem = sql("SELECT current_setting('work_mem')");
+    let one = |v: &str| vec![vec![Some(v.to_string())]];
+    let default_work_mem = wh.query(&work_mem, &[]).await.expect("work_mem");
+
+    wh.begin_snapshot().await.expect("snapshot");
+    assert_eq!(wh.query(&count, &[]).await.expect("count"), one("1"));
+    db.exec("INSERT INTO loads VALUES (2);").await;
+    assert_eq!(
+        wh.query(&count, &[]).await.expect("count"),
+        one("1"),
+        "the snapshot does not see the new row"
+    );
+    // A heavy statement's settings are its own, and a failing one spoils nothing.
+    assert_eq!(
+        wh.query_heavy(&work_mem, &[]).await.expect("work_mem"),
+        one(&SessionSettings::default().work_mem)
+    );
+    assert_eq!(
+        wh.query(&work_mem, &[]).await.expect("work_mem"),
+        default_work_mem
+    );
+    assert!(
+        wh.query(&sql("SELECT CAST(1 / 0 AS TEXT)"), &[])
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        wh.query(&count, &[]).await.expect("count after an error"),
+        one("1")
+    );
+    wh.end_snapshot().await;
+
+    assert_eq!(wh.query(&count, &[]).await.expect("count"), one("2"));
 }
