@@ -123,7 +123,7 @@ impl Plan {
                         let _ = writeln!(out, "--   {line}");
                     }
                 } else {
-                    let _ = writeln!(out, "{statement};");
+                    let _ = writeln!(out, "{}", terminated(statement));
                 }
             }
         }
@@ -152,7 +152,7 @@ impl Plan {
              -- twice: the backup is emptied in the same transaction.\n",
         );
         for statement in &self.rollback {
-            let _ = writeln!(out, "{statement};");
+            let _ = writeln!(out, "{}", terminated(statement));
         }
         out
     }
@@ -182,10 +182,23 @@ fn comment_text(text: &str, dialect: Dialect) -> String {
     out
 }
 
+/// psql's `\gexec` (run each row of the query as a statement, outside any transaction block)
+/// ends the query instead of `;`.
+pub(crate) const GEXEC: &str = "\\gexec";
+
+/// A statement with its terminator: `;`, or nothing after a psql `\gexec`.
+fn terminated(statement: &str) -> String {
+    if statement.ends_with(GEXEC) {
+        statement.to_string()
+    } else {
+        format!("{statement};")
+    }
+}
+
 /// A statement (plus its `;`) as comment lines: split at every line break, `\r` included,
 /// since PostgreSQL also ends a `--` comment there.
 fn commented_lines(statement: &str, dialect: Dialect) -> Vec<String> {
-    format!("{statement};")
+    terminated(statement)
         .split(['\n', '\r'])
         .map(|line| comment_text(line, dialect))
         .collect()
@@ -244,6 +257,23 @@ impl Table<'_> {
             .join(", ")
     }
 
+    /// The columns the load template writes: payload and load metadata (the task sets those,
+    /// e.g. `now()`, and they may have no default); the surrogate key is left to the database.
+    pub fn load_columns(&self) -> Vec<&ColumnReport> {
+        self.insertable()
+            .into_iter()
+            .filter(|c| !self.report.surrogate_key.contains(&c.name))
+            .collect()
+    }
+
+    /// The columns a retry of a mutable fact updates: the load columns outside the key.
+    pub fn updated_columns(&self) -> Vec<&ColumnReport> {
+        self.load_columns()
+            .into_iter()
+            .filter(|c| !self.key.columns.contains(&c.name))
+            .collect()
+    }
+
     /// The payload columns the load task writes: neither surrogate nor load metadata.
     pub fn payload(&self) -> Vec<&ColumnReport> {
         self.insertable()
@@ -256,9 +286,9 @@ impl Table<'_> {
     /// table had conflicting groups) the source's payload, `{excluded}.col`, asserted.
     pub fn on_conflict_action(&self, excluded: &str) -> String {
         let updates: Vec<String> = self
-            .payload()
+            .updated_columns()
             .iter()
-            .filter(|c| self.mutable && !self.key.columns.contains(&c.name))
+            .filter(|_| self.mutable)
             .map(|c| format!("{0} = {excluded}.{0}", self.q(&c.name)))
             .collect();
         if updates.is_empty() {
@@ -354,6 +384,9 @@ fn verify(t: &Table) -> String {
 pub(crate) struct DialectPlan {
     /// Extra header lines (engine specifics, NULL handling).
     pub notes: Vec<String>,
+    /// Session settings that make every later step fail fast instead of waiting on locks
+    /// (the first step, so a plan that only enforces has them too).
+    pub session: Vec<String>,
     /// Statements before the backup (MySQL: a row identity).
     pub prepare: Vec<String>,
     pub backup: Vec<String>,
@@ -495,7 +528,21 @@ pub fn plan_table(input: &PlanInput) -> Result<Plan, PlanError> {
     };
     header.extend(dp.notes.iter().cloned());
 
-    let mut steps = vec![Step {
+    let mut steps = Vec::new();
+    if !dp.session.is_empty() {
+        steps.push(Step {
+            title: "Session settings".into(),
+            why: vec![
+                "Every later step waits at most a few seconds for a lock (a busy table makes it"
+                    .into(),
+                "fail, not queue every other query behind it), and no statement runs forever."
+                    .into(),
+            ],
+            statements: dp.session,
+            commented: false,
+        });
+    }
+    steps.push(Step {
         title: "Preflight".into(),
         why: vec![
             format!(
@@ -509,13 +556,13 @@ pub fn plan_table(input: &PlanInput) -> Result<Plan, PlanError> {
         ],
         statements: preflight(&table),
         commented: false,
-    }];
+    });
     if !dp.prepare.is_empty() {
         steps.push(Step {
             title: "Row identity".into(),
             why: vec![
                 "The table has no surrogate key, so single rows cannot be addressed: add a".into(),
-                "temporary auto-increment column (the rollback drops it).".into(),
+                "temporary auto-increment column (the cleanup drops it again).".into(),
             ],
             statements: dp.prepare,
             commented: false,

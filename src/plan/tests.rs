@@ -150,6 +150,36 @@ fn a_table_without_duplicates_only_enforces() {
     assert!(plan.rollback.iter().all(|s| !s.contains("INSERT")));
 }
 
+/// The session settings live in their own first step, not in the backup a clean table skips.
+#[test]
+fn a_table_without_duplicates_still_sets_lock_timeouts_before_enforcing() {
+    let mut table = report(0);
+    table.status = Status::Clean;
+    table.duplicate_groups = Some(0);
+    table.excess_rows = Some(0);
+    for (dialect, settings) in [
+        (
+            Dialect::Postgres,
+            &["SET lock_timeout", "SET statement_timeout"][..],
+        ),
+        (Dialect::MySql, &["SET SESSION lock_wait_timeout"][..]),
+    ] {
+        let text = plan_for(&table, dialect).render();
+        let enforce = text
+            .find("Enforce the natural key")
+            .expect("an enforce step");
+        for setting in settings {
+            let at = text
+                .find(setting)
+                .unwrap_or_else(|| panic!("{dialect}: no {setting}\n{text}"));
+            assert!(
+                at < enforce,
+                "{dialect}: {setting} after the enforce step\n{text}"
+            );
+        }
+    }
+}
+
 #[test]
 fn an_enforced_key_needs_no_plan() {
     let mut table = report(0);
@@ -211,8 +241,12 @@ fn a_table_without_a_key_is_refused_with_the_config_to_write() {
     assert_eq!(parsed.tables[0].name.name, r#"Weird "log""#);
 }
 
+/// Before 15 there is no NULLS NOT DISTINCT; NOT NULL is no answer either (the cleanup keeps
+/// a row per NULL key, so SET NOT NULL would fail after it): the index is on the NULL-replaced
+/// value plus an IS NULL flag, and the load template's conflict target names the same
+/// expressions. (tests/it/plan.rs runs such a plan on a real server.)
 #[test]
-fn postgres_before_15_sets_nullable_key_columns_not_null() {
+fn postgres_before_15_makes_null_keys_collide_through_an_index_on_expressions() {
     let table = report(0);
     let plan = plan_table(&PlanInput {
         table: &table,
@@ -225,11 +259,22 @@ fn postgres_before_15_sets_nullable_key_columns_not_null() {
     })
     .expect("plan");
     let text = plan.render();
+    let parts = r#""revenue_date", (COALESCE("region", '')), ("region" IS NULL)"#;
     assert!(
-        text.contains(r#"ALTER COLUMN "region" SET NOT NULL"#),
+        text.contains(&format!(
+            r#"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS "daily_revenue_summary__natural_key" ON "finance"."daily_revenue_summary" ({parts});"#
+        )),
         "{text}"
     );
-    assert!(!text.contains("NULLS NOT DISTINCT"));
+    assert!(text.contains(&format!("ON CONFLICT ({parts})")), "{text}");
+    assert!(!text.contains("NULLS NOT DISTINCT"), "{text}");
+    assert!(
+        !text.contains("SET NOT NULL") && !text.contains("CHECK ("),
+        "{text}"
+    );
+    // An index on expressions cannot back a constraint: none is added.
+    assert!(!text.contains("USING INDEX"), "{text}");
+    insta::assert_snapshot!("plan_postgres_14", text);
 }
 
 #[test]
@@ -261,9 +306,10 @@ async fn sqlite_load_template_converges_when_run_twice() {
         INSERT INTO daily_revenue_summary (revenue_date, region, gross_cents, computed_at) VALUES
           ('2026-11-01', NULL, 100, '2026-11-02 01:00'), ('2026-11-01', NULL, 100, '2026-11-02 01:05'),
           ('2026-11-02', 'eu', 200, '2026-11-03 01:00'), ('2026-11-02', 'eu', 250, '2026-11-03 09:00');
-        CREATE TABLE staging_daily_revenue_summary (revenue_date TEXT, region TEXT, gross_cents INTEGER);
+        CREATE TABLE staging_daily_revenue_summary (revenue_date TEXT, region TEXT, gross_cents INTEGER, computed_at TEXT);
         INSERT INTO staging_daily_revenue_summary VALUES
-          ('2026-11-01', NULL, 100), ('2026-11-02', 'eu', 260), ('2026-11-03', NULL, 300);";
+          ('2026-11-01', NULL, 100, '2026-12-01 01:00'), ('2026-11-02', 'eu', 260, '2026-12-01 01:00'),
+          ('2026-11-03', NULL, 300, '2026-12-01 01:00');";
     sqlx::raw_sql(setup)
         .execute(&mut conn)
         .await

@@ -136,6 +136,7 @@ pub(super) fn plan(
     }
     DialectPlan {
         notes: Vec::new(),
+        session: Vec::new(),
         prepare: Vec::new(),
         backup,
         cleanup,
