@@ -148,9 +148,24 @@ impl Plan {
     pub fn render_rollback(&self) -> String {
         let mut out = String::from(
             "-- Rollback of natkey's plan: drops the natural-key constraint and restores the\n\
-             -- rows the cleanup removed, from the backup table. Running it twice restores nothing\n\
-             -- twice: the backup is emptied in the same transaction.\n",
+             -- rows the cleanup removed, from the backup table.\n",
         );
+        out.push_str(match self.dialect {
+            Dialect::Databricks => {
+                "-- Databricks has no transaction around the restore and the emptying of the\n\
+                 -- backup: each commits on its own. If the DELETE fails after the INSERT, run the\n\
+                 -- DELETE alone, not the whole rollback (it would restore the rows twice).\n"
+            }
+            Dialect::Snowflake | Dialect::Redshift => {
+                "-- Running it twice restores nothing twice: the backup is emptied in the same\n\
+                 -- transaction. (A second run stops at the DROP CONSTRAINT, which has no IF EXISTS\n\
+                 -- here: the constraint is already gone.)\n"
+            }
+            _ => {
+                "-- Running it twice restores nothing twice: the backup is emptied in the same\n\
+                 -- transaction.\n"
+            }
+        });
         for statement in &self.rollback {
             let _ = writeln!(out, "{}", terminated(statement));
         }

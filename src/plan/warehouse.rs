@@ -32,13 +32,31 @@ pub(super) fn backup_losers(t: &Table) -> String {
     )
 }
 
+/// The first line of every warehouse's Enforce step.
+pub(super) const INFORMATIONAL: &str =
+    "Informational only: documents the key for people and the optimizer; it rejects nothing.";
+
+/// How a warehouse's informational constraint is added, rerun and dropped.
+pub(super) struct Constraint {
+    /// The statements of the Enforce step (a guard first where the engine has one).
+    pub enforce: Vec<String>,
+    pub why: Vec<String>,
+    /// The rollback's drop (guarded where the engine has `IF EXISTS`).
+    pub drop: Option<String>,
+}
+
+/// The engine's transaction around several statements, when it has one.
+pub(super) fn transaction(d: Dialect) -> Option<(&'static str, &'static str)> {
+    match d {
+        Dialect::Snowflake => Some(("BEGIN TRANSACTION", "COMMIT")),
+        Dialect::BigQuery => Some(("BEGIN TRANSACTION", "COMMIT TRANSACTION")),
+        Dialect::Redshift => Some(("BEGIN", "COMMIT")),
+        _ => None,
+    }
+}
+
 /// Assembles the plan around the dialect's cleanup and constraint statements.
-pub(super) fn plan(
-    t: &Table,
-    cleanup: Vec<String>,
-    enforce: Vec<String>,
-    drop_constraint: String,
-) -> DialectPlan {
+pub(super) fn plan(t: &Table, cleanup: Vec<String>, constraint: Constraint) -> DialectPlan {
     let columns = t.column_list("");
     let mut backup = Vec::new();
     if let Some(schema) = &t.backup_schema {
@@ -126,13 +144,23 @@ pub(super) fn plan(
         load_why.push("table needs one, never from a random function.".into());
     }
 
-    let mut rollback = vec![drop_constraint];
+    let mut rollback: Vec<String> = constraint.drop.into_iter().collect();
     if t.has_duplicates {
-        rollback.push(format!(
-            "INSERT INTO {} ({columns}) SELECT {columns} FROM {}",
-            t.qualified, t.backup
-        ));
-        rollback.push(format!("DELETE FROM {} WHERE TRUE", t.backup));
+        let restore = [
+            format!(
+                "INSERT INTO {} ({columns}) SELECT {columns} FROM {}",
+                t.qualified, t.backup
+            ),
+            format!("DELETE FROM {} WHERE TRUE", t.backup),
+        ];
+        match transaction(t.d) {
+            Some((begin, commit)) => {
+                rollback.push(begin.into());
+                rollback.extend(restore);
+                rollback.push(commit.into());
+            }
+            None => rollback.extend(restore),
+        }
     }
     DialectPlan {
         notes: Vec::new(),
@@ -145,11 +173,8 @@ pub(super) fn plan(
                 .into(),
             "the table with the survivors only.".into(),
         ],
-        enforce,
-        enforce_why: vec![
-            "Informational only: documents the key for people and the optimizer; it rejects".into(),
-            "nothing. Rerunning this statement fails harmlessly if the constraint exists.".into(),
-        ],
+        enforce: constraint.enforce,
+        enforce_why: constraint.why,
         load,
         load_why,
         rollback,
