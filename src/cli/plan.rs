@@ -164,7 +164,7 @@ fn rewrite_task(
     };
     for f in &report.findings {
         notes.push(format!("{} (line {}): {}", f.rule, f.line, f.message));
-        notes.push(format!("  fix: {}", f.fix));
+        notes.push(format!("fix: {}", f.fix));
     }
     for e in &report.errors {
         notes.push(format!(

@@ -1269,6 +1269,105 @@ async fn postgres_plan_drops_an_invalid_index_left_by_an_interrupted_run_and_bui
     }
 }
 
+/// `--dedupe-job` on audit and plan: the dedupe job some team wrote says the natural key and
+/// which row to keep (here the earliest, not natkey's default); `--task-sql`: the plan carries
+/// the user's load task rewritten to be idempotent, and that task converges when run twice
+/// after the plan.
+#[tokio::test]
+async fn plan_learns_the_key_from_a_dedupe_job_and_carries_the_rewritten_task() {
+    let db = TestDb::postgres().await;
+    let (sql, e) = fixtures::revenue_summary(&db, "finance", "daily_revenue_summary", false);
+    db.exec(&sql).await;
+    assert_eq!((e.dup_groups, e.conflicting, e.excess), (6, 3, 7));
+    let dedupe = db.write_file(
+        "dedupe_revenue.sql",
+        "-- the nightly cleanup
+         DELETE FROM finance.daily_revenue_summary WHERE summary_id IN (
+           SELECT summary_id FROM (
+             SELECT summary_id, ROW_NUMBER() OVER (
+               PARTITION BY revenue_date ORDER BY computed_at ASC) AS rn
+             FROM finance.daily_revenue_summary) ranked
+           WHERE rn > 1);
+",
+    );
+    let report = db.report(&["--dedupe-job", &dedupe], 1);
+    let t = crate::common::table(&report, "finance", "daily_revenue_summary");
+    assert_eq!(t["natural_key"]["source"], "dedupe_job", "{t:#}");
+    assert_eq!(
+        t["natural_key"]["columns"],
+        serde_json::json!(["revenue_date"])
+    );
+    assert_eq!(t["survivor"], "earliest:computed_at", "{t:#}");
+    assert_eq!(t["excess_rows"], e.excess);
+
+    let task = db.write_file(
+        "load_revenue.sql",
+        "INSERT INTO finance.daily_revenue_summary (revenue_date, gross_cents, order_count, computed_at)
+         SELECT revenue_date, gross_cents, order_count, computed_at FROM staging.revenue;
+",
+    );
+    let url = db.url();
+    let run = natkey(
+        &db.dir,
+        &[
+            "plan",
+            "--warehouse",
+            &url,
+            "--table",
+            "finance.daily_revenue_summary",
+            "--dedupe-job",
+            &dedupe,
+            "--task-sql",
+            &task,
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{}", run.describe());
+    let plan = &run.stdout;
+    for needle in [
+        "natural key: (revenue_date) from dedupe_job",
+        "survivor rule: earliest:computed_at",
+        "\"computed_at\" ASC",
+        "load_revenue.sql",
+    ] {
+        assert!(plan.contains(needle), "the plan lacks {needle:?}\n{plan}");
+    }
+    let rewritten = load_template(plan);
+    assert!(
+        rewritten.contains("FROM staging.revenue")
+            && rewritten.contains("ON CONFLICT (\"revenue_date\") DO NOTHING"),
+        "the plan should carry the user's task, made idempotent on the natural key\n{rewritten}"
+    );
+
+    // The plan, then the rewritten task twice over a source holding a day already loaded and
+    // a new day: one row per day.
+    let path = db.write_file("plan.sql", plan);
+    run_script(&db, &path).ok();
+    let days = || {
+        query(
+            &db,
+            "SELECT count(*), count(DISTINCT revenue_date) FROM finance.daily_revenue_summary",
+        )
+    };
+    let keys = e.rows - e.excess;
+    assert_eq!(days(), vec![vec![keys.to_string(), keys.to_string()]]);
+    db.exec(
+        "CREATE SCHEMA staging;
+         CREATE TABLE staging.revenue AS SELECT revenue_date, gross_cents, order_count, computed_at          FROM finance.daily_revenue_summary ORDER BY revenue_date LIMIT 1;
+         INSERT INTO staging.revenue VALUES ('2027-01-01', 5, 1, '2027-01-02 00:00:00');",
+    )
+    .await;
+    let path = db.write_file("task.sql", &format!("{rewritten};\n"));
+    for _ in 0..2 {
+        run_script(&db, &path).ok();
+        assert_eq!(
+            days(),
+            vec![vec![(keys + 1).to_string(), (keys + 1).to_string()]],
+            "the rewritten task does not converge\n{rewritten}"
+        );
+    }
+}
+
 /// The title of a step heading of a rendered plan (`-- 3. Cleanup`).
 fn step_title(line: &str) -> Option<&str> {
     let rest = line.strip_prefix("-- ")?;
