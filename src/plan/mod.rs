@@ -460,6 +460,7 @@ pub fn plan_table(input: &PlanInput) -> Result<Plan, PlanError> {
             "the report has no column list for {display}: audit again with this version of natkey"
         )));
     }
+    check_report(report, key, &display)?;
     let conflicting = report.conflicting_groups.unwrap_or(0);
     if conflicting > 0 && report.survivor.is_none() {
         return Err(PlanError::NoSurvivorRule {
@@ -469,13 +470,6 @@ pub fn plan_table(input: &PlanInput) -> Result<Plan, PlanError> {
         });
     }
     let columns: Vec<&ColumnReport> = report.columns.iter().collect();
-    for c in &key.columns {
-        if !columns.iter().any(|col| &col.name == c) {
-            return Err(PlanError::Invalid(format!(
-                "natural-key column {c:?} is not a column of {display}"
-            )));
-        }
-    }
     let nullable_key: Vec<&ColumnReport> = key
         .columns
         .iter()
@@ -641,6 +635,47 @@ pub fn plan_table(input: &PlanInput) -> Result<Plan, PlanError> {
         steps,
         rollback: dp.rollback,
     })
+}
+
+/// What a report (perhaps edited by hand) must hold for a plan to make sense: a natural key
+/// of distinct columns of the table, and surrogate, partition and survivor columns that exist.
+fn check_report(report: &TableReport, key: &NaturalKey, display: &str) -> Result<(), PlanError> {
+    let invalid = |what: String| {
+        Err(PlanError::Invalid(format!(
+            "the report for {display}: {what}"
+        )))
+    };
+    if key.columns.is_empty() {
+        return invalid("natural_key.columns is empty: name the key's columns".into());
+    }
+    let is_column = |c: &str| report.columns.iter().any(|col| col.name == c);
+    for (i, c) in key.columns.iter().enumerate() {
+        if !is_column(c) {
+            return invalid(format!(
+                "natural-key column {c:?} is not a column of the table"
+            ));
+        }
+        if key.columns[..i].contains(c) {
+            return invalid(format!("natural-key column {c:?} is listed twice"));
+        }
+    }
+    for (what, list) in [
+        ("surrogate_key", &report.surrogate_key),
+        ("partition_key", &report.partition_key),
+    ] {
+        if let Some(c) = list.iter().find(|c| !is_column(c)) {
+            return invalid(format!("{what} column {c:?} is not a column of the table"));
+        }
+    }
+    match &report.survivor {
+        Some(SurvivorRule::Latest(c) | SurvivorRule::Earliest(c)) if !is_column(c) => invalid(
+            format!("the survivor rule's column {c:?} is not a column of the table"),
+        ),
+        Some(SurvivorRule::LowestSurrogate) if report.surrogate_key.is_empty() => {
+            invalid("the survivor rule lowest_surrogate needs a surrogate_key".into())
+        }
+        _ => Ok(()),
+    }
 }
 
 fn header(t: &Table, input: &PlanInput) -> Vec<String> {

@@ -1903,3 +1903,122 @@ async fn plan_for_conflicting_groups_without_a_survivor_rule_names_survivor() {
         run.describe()
     );
 }
+
+/// A report edited by hand can name impossible keys; each is a one-line error (exit 2), never
+/// a panic, whatever the dialect.
+#[tokio::test]
+async fn plan_from_a_hand_edited_report_with_an_impossible_key_is_a_one_line_error() {
+    let db = TestDb::sqlite().await;
+    let (sql, _) = fixtures::daily_orders(
+        &db,
+        "",
+        "daily_orders",
+        Surrogate::Default,
+        &fixtures::standard_copies,
+    );
+    db.exec(&sql).await;
+    let audit = db.audit(&[]);
+    assert_eq!(audit.code, 1, "{}", audit.describe());
+    let original: serde_json::Value =
+        serde_json::from_str(&audit.stdout).expect("the audit prints a JSON report");
+    type Edit = fn(&mut serde_json::Value);
+    let edits: [(Edit, &[&str]); 4] = [
+        (
+            |t| t["natural_key"]["columns"] = serde_json::json!([]),
+            &["natural_key.columns", "empty"],
+        ),
+        (
+            |t| t["natural_key"]["columns"] = serde_json::json!(["order_id", "order_id"]),
+            &["order_id", "twice"],
+        ),
+        (
+            |t| t["survivor"] = "latest:no_such_column".into(),
+            &["no_such_column"],
+        ),
+        (
+            |t| t["surrogate_key"] = serde_json::json!(["ghost"]),
+            &["ghost"],
+        ),
+    ];
+    for (i, (edit, needles)) in edits.iter().enumerate() {
+        let mut report = original.clone();
+        let tables = report["tables"].as_array_mut().expect("tables");
+        let table = tables
+            .iter_mut()
+            .find(|t| t["name"] == "daily_orders")
+            .expect("daily_orders in the report");
+        edit(table);
+        let path = db.write_file(&format!("edited-{i}.json"), &report.to_string());
+        for dialect in ["mysql", "snowflake", "sqlite"] {
+            let run = natkey(
+                &db.dir,
+                &[
+                    "plan",
+                    "--report",
+                    &path,
+                    "--table",
+                    "daily_orders",
+                    "--dialect",
+                    dialect,
+                ],
+                &[],
+            );
+            assert_clean_error(&run, needles);
+        }
+    }
+}
+
+/// `--output-dir`: tables whose names clean up to the same file name (`a b` and `a_b`), or
+/// differ only in letter case (one file on a case-insensitive file system), get a file each.
+#[tokio::test]
+async fn plan_all_gives_tables_with_similar_names_a_file_each() {
+    let db = TestDb::postgres().await;
+    let names = ["a b", "a_b", "Orders", "orders"];
+    for name in names {
+        let (sql, _) = fixtures::daily_orders(
+            &db,
+            "sales",
+            name,
+            Surrogate::Default,
+            &fixtures::standard_copies,
+        );
+        db.exec(&sql).await;
+    }
+    let url = db.url();
+    let run = natkey(
+        &db.dir,
+        &[
+            "plan",
+            "--warehouse",
+            &url,
+            "--all",
+            "--output-dir",
+            "plans",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{}", run.describe());
+    let dir = db.dir.join("plans");
+    let files: Vec<String> = std::fs::read_dir(&dir)
+        .expect("the output folder exists")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    let lowercase: BTreeSet<String> = files.iter().map(|f| f.to_lowercase()).collect();
+    assert_eq!(
+        lowercase.len(),
+        names.len(),
+        "one file per table, apart even without letter case: {files:?}"
+    );
+    let headers: BTreeSet<String> = files
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(dir.join(f)).expect("read plan");
+            text.lines().next().unwrap_or_default().to_string()
+        })
+        .collect();
+    let expected: BTreeSet<String> = names
+        .iter()
+        .map(|n| format!("-- natkey plan for sales.{n} (postgres dialect)"))
+        .collect();
+    assert_eq!(headers, expected, "each table's plan is in its own file");
+}
