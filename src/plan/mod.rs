@@ -289,14 +289,6 @@ impl Table<'_> {
             .collect()
     }
 
-    /// The payload columns the load task writes: neither surrogate nor load metadata.
-    pub fn payload(&self) -> Vec<&ColumnReport> {
-        self.insertable()
-            .into_iter()
-            .filter(|c| self.report.payload.contains(&c.name))
-            .collect()
-    }
-
     /// The action of `ON CONFLICT (key)`: nothing for append-only facts; for mutable facts (the
     /// table had conflicting groups) the source's payload, `{excluded}.col`, asserted.
     pub fn on_conflict_action(&self, excluded: &str) -> String {

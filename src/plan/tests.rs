@@ -180,6 +180,33 @@ fn a_table_without_duplicates_still_sets_lock_timeouts_before_enforcing() {
     }
 }
 
+/// The MERGE keeps one source row per key: the survivor rule's (then the whole row), never
+/// an arbitrary one a retry could choose differently.
+#[test]
+fn the_merge_template_deduplicates_its_source_by_the_survivor_rule() {
+    let mut table = report(2);
+    for (rule, order) in [
+        (
+            SurvivorRule::Latest("computed_at".into()),
+            "ORDER BY CASE WHEN computed_at IS NULL THEN 1 ELSE 0 END, computed_at DESC, revenue_date",
+        ),
+        (
+            SurvivorRule::Earliest("computed_at".into()),
+            "ORDER BY CASE WHEN computed_at IS NULL THEN 1 ELSE 0 END, computed_at ASC, revenue_date",
+        ),
+    ] {
+        table.survivor = Some(rule);
+        let plan = plan_for(&table, Dialect::Snowflake);
+        let merge = plan
+            .steps
+            .iter()
+            .find(|s| s.commented)
+            .map(|s| s.statements[0].clone())
+            .expect("a load template");
+        assert!(merge.contains(order), "{merge}");
+    }
+}
+
 #[test]
 fn an_enforced_key_needs_no_plan() {
     let mut table = report(0);

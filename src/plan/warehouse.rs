@@ -4,6 +4,7 @@
 //! deduplicated source.
 
 use super::{DialectPlan, Table};
+use crate::config::SurvivorRule;
 use crate::dialect::Dialect;
 
 /// The rows of the table ranked by the survivor rule, filtered by `natkey_rn {condition}`.
@@ -77,8 +78,8 @@ pub(super) fn plan(t: &Table, cleanup: Vec<String>, constraint: Constraint) -> D
         ),
     });
 
-    let payload = t.payload();
-    let cols: Vec<String> = payload.iter().map(|c| t.q(&c.name)).collect();
+    let load_columns = t.load_columns();
+    let cols: Vec<String> = load_columns.iter().map(|c| t.q(&c.name)).collect();
     let on: Vec<String> = t
         .key
         .columns
@@ -90,11 +91,29 @@ pub(super) fn plan(t: &Table, cleanup: Vec<String>, constraint: Constraint) -> D
             )
         })
         .collect();
-    let updates: Vec<String> = payload
+    let updates: Vec<String> = t
+        .updated_columns()
         .iter()
-        .filter(|c| !t.key.columns.contains(&c.name))
         .map(|c| format!("{0} = natkey_source.{0}", t.q(&c.name)))
         .collect();
+    // Which source row of a key the MERGE applies: the survivor rule's when the source has
+    // its column, then every column, so a retry over the same source picks the same row.
+    let mut order: Vec<String> = match &t.survivor {
+        Some(SurvivorRule::Latest(c) | SurvivorRule::Earliest(c))
+            if load_columns.iter().any(|l| &l.name == c) =>
+        {
+            let direction = match &t.survivor {
+                Some(SurvivorRule::Latest(_)) => "DESC",
+                _ => "ASC",
+            };
+            vec![
+                format!("CASE WHEN {} IS NULL THEN 1 ELSE 0 END", t.q(c)),
+                format!("{} {direction}", t.q(c)),
+            ]
+        }
+        _ => Vec::new(),
+    };
+    order.extend(cols.iter().cloned());
     let mut when = Vec::new();
     if t.mutable && !updates.is_empty() {
         when.push(format!(
@@ -118,21 +137,23 @@ pub(super) fn plan(t: &Table, cleanup: Vec<String>, constraint: Constraint) -> D
     ));
     let load = vec![format!(
         "MERGE INTO {table} AS natkey_target\n\
-         USING (SELECT {cols} FROM (SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {key}) AS natkey_rn\n\
+         USING (SELECT {cols} FROM (SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {order}) AS natkey_rn\n\
          FROM {staging}) AS natkey_dedup WHERE natkey_dedup.natkey_rn = 1) AS natkey_source\n\
          ON {on}\n{when}",
         table = t.qualified,
         cols = cols.join(", "),
         key = t.key_list(""),
         staging = t.staging(),
+        order = order.join(", "),
         on = on.join(" AND "),
         when = when.join("\n"),
     )];
     let mut load_why = vec![
         "MERGE on the natural key over a source deduplicated first (a MERGE whose source holds a"
             .into(),
-        "key twice fails, or double-applies), with NULL-safe key matches. Replace the staging"
+        "key twice fails, or double-applies; the row kept is the survivor rule's, so retries"
             .into(),
+        "apply the same one), with NULL-safe key matches. Replace the staging".into(),
         "relation with your task's source. A partition-overwrite load (replace the day's".into(),
         "partition as a whole) is the other idempotent shape for tables loaded per day.".into(),
     ];
