@@ -1376,6 +1376,80 @@ fn step_title(line: &str) -> Option<&str> {
     Some(title)
 }
 
+/// A partitioned table whose schema, table, partition and column names hold quotes, `%`
+/// (the per-partition statements are generated with format()) and semicolons.
+#[tokio::test]
+async fn postgres_plan_for_a_partitioned_table_with_hostile_names_runs() {
+    let db = TestDb::postgres().await;
+    let schema = "Odd %s 'sch'; x";
+    let table = "Part %I 't' ;";
+    let key = "order \"no\" %s";
+    let day = "day 'd' %I";
+    let amount = "amount%";
+    let t = db.qt(schema, table);
+    let mut values = Vec::new();
+    let mut keys = BTreeSet::new();
+    for i in 1..=20i64 {
+        let copies = if i % 4 == 0 { 2 } else { 1 };
+        let d = if i <= 10 { "2026-10-05" } else { "2026-11-05" };
+        for k in 0..copies {
+            values.push(format!(
+                "({i}, '{d}', {}, '2026-11-06 01:{k:02}:00')",
+                100 * i
+            ));
+        }
+        keys.insert(i);
+    }
+    db.exec(&format!(
+        "CREATE SCHEMA {s};\n\
+         CREATE TABLE {t} ({k} bigint NOT NULL, {d} date NOT NULL, {a} bigint NOT NULL, loaded_at timestamp NOT NULL) \
+         PARTITION BY RANGE ({d});\n\
+         CREATE TABLE {p1} PARTITION OF {t} FOR VALUES FROM ('2026-10-01') TO ('2026-11-01');\n\
+         CREATE TABLE {p2} PARTITION OF {t} FOR VALUES FROM ('2026-11-01') TO ('2026-12-01');\n\
+         INSERT INTO {t} ({k}, {d}, {a}, loaded_at) VALUES {v};\n",
+        s = db.q(schema),
+        k = db.q(key),
+        d = db.q(day),
+        a = db.q(amount),
+        p1 = db.qt(schema, "p1 %s 'x'"),
+        p2 = db.qt(schema, "p2 %% \"y\""),
+        v = values.join(", ")
+    ))
+    .await;
+    let config = db.write_file(
+        "natkey.toml",
+        &format!(
+            "[[table]]\nname = {}\nnatural_key = [{}]\n",
+            toml_str(&format!("{schema}.{table}")),
+            toml_str(key)
+        ),
+    );
+    let rows = values.len() as i64;
+    let insert = |order: i64, d: &str| {
+        format!(
+            "INSERT INTO {t} ({}, {}, {}, loaded_at) VALUES ({order}, '{d}', 1, '2026-12-01 00:00:00')",
+            db.q(key),
+            db.q(day),
+            db.q(amount)
+        )
+    };
+    let proof = prove(&Case {
+        db: &db,
+        pg_schema: schema,
+        table,
+        table_arg: format!("{schema}.{table}"),
+        columns: columns(&[key, day, amount, "loaded_at"]),
+        key: columns(&[key]),
+        keep: Keep::Latest("loaded_at".into()),
+        rows,
+        excess: rows - keys.len() as i64,
+        config: Some(config),
+        server_version: None,
+        duplicates: vec![insert(4, "2026-10-05"), insert(13, "2026-11-05")],
+    });
+    assert!(proof.plan.contains("ATTACH PARTITION"), "{}", proof.plan);
+}
+
 /// Step titles of a rendered plan.
 fn step_titles(plan: &str) -> Vec<String> {
     plan.lines()
