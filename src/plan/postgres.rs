@@ -319,8 +319,11 @@ pub(super) fn load_why(t: &Table) -> Vec<String> {
         vec![
             "Mutable facts: a retry updates the row to the values of the source (target state"
                 .into(),
-            "asserted), never adds a copy. Replace the staging relation with your task's source."
+            "asserted), never adds a copy. Replace the staging relation with your task's source,"
                 .into(),
+            "which must hold each natural key once (an upsert cannot update a row twice in one"
+                .into(),
+            "statement: PostgreSQL refuses, MySQL and SQLite apply the copies in turn).".into(),
         ]
     } else {
         vec![
@@ -345,9 +348,11 @@ pub(super) fn load_why(t: &Table) -> Vec<String> {
 }
 
 /// The name of a partition's unique index, as an SQL expression over the partition's
-/// `pg_class c` and `pg_namespace n`: readable, within 63 bytes, apart per partition.
+/// `pg_class c` and `pg_namespace n`: readable, apart per partition, and cast to `name`, which
+/// cuts it to 63 bytes as PostgreSQL cuts the identifier it creates (`left` counts characters,
+/// and a multi-byte name would otherwise not be found again by the leftover check).
 const PARTITION_INDEX: &str =
-    "left(c.relname, 45) || '_nk_' || left(md5(n.nspname || '.' || c.relname), 8)";
+    "(left(c.relname, 45) || '_nk_' || left(md5(n.nspname || '.' || c.relname), 8))::name";
 
 /// Statements run once per direct partition of a partitioned table, generated from the catalog
 /// when the plan runs (the report does not list partitions) and executed by psql's `\gexec`.
