@@ -41,9 +41,22 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // A bug must still end in one line, not a backtrace.
+    // A bug must still end in one line, not a backtrace, and with exit code 2.
     std::panic::set_hook(Box::new(|info| {
-        eprintln!("natkey: internal error: {info}");
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("panic");
+        let at = info
+            .location()
+            .map(|l| format!(" (at {}:{})", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "natkey: internal error: {}{at}",
+            message.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
     }));
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -61,18 +74,22 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("starting the runtime: {e}")),
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Audit(args) => cli::audit::audit(args).await,
-            Command::Demo(args) => cli::audit::demo(args).await,
-            Command::Plan(args) => cli::plan::run(args).await,
-            Command::Rewrite(args) => cli::rewrite::run(args).await,
-            Command::Serve(args) => cli::serve::serve(args).await,
-        }
-    });
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(async {
+            match cli.command {
+                Command::Audit(args) => cli::audit::audit(args).await,
+                Command::Demo(args) => cli::audit::demo(args).await,
+                Command::Plan(args) => cli::plan::run(args).await,
+                Command::Rewrite(args) => cli::rewrite::run(args).await,
+                Command::Serve(args) => cli::serve::serve(args).await,
+            }
+        })
+    }));
     match result {
-        Ok(code) => code,
-        Err(message) => fail(&message),
+        Ok(Ok(code)) => code,
+        Ok(Err(message)) => fail(&message),
+        // The panic hook has printed the one line.
+        Err(_) => ExitCode::from(2),
     }
 }
 

@@ -114,8 +114,10 @@ pub async fn run(args: PlanArgs) -> Result<ExitCode, String> {
     match (&args.output_dir, &args.output) {
         (Some(dir), _) => {
             std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-            for (table, text) in &scripts {
-                let path = dir.join(file_name(table, dialect, args.rollback));
+            let tables: Vec<&TableReport> = scripts.iter().map(|(t, _)| *t).collect();
+            let names = file_names(&tables, dialect, args.rollback);
+            for ((_, text), name) in scripts.iter().zip(names) {
+                let path = dir.join(name);
                 write(&path, text)?;
                 eprintln!("natkey: wrote {}", path.display());
             }
@@ -164,7 +166,7 @@ fn rewrite_task(
     };
     for f in &report.findings {
         notes.push(format!("{} (line {}): {}", f.rule, f.line, f.message));
-        notes.push(format!("  fix: {}", f.fix));
+        notes.push(format!("fix: {}", f.fix));
     }
     for e in &report.errors {
         notes.push(format!(
@@ -230,8 +232,11 @@ fn select<'r>(report: &'r Report, args: &PlanArgs) -> Result<Vec<&'r TableReport
     Ok(selected)
 }
 
-/// A file name safe on every file system, whatever the table is called.
-fn file_name(table: &TableReport, dialect: Dialect, rollback: bool) -> String {
+/// File names safe on every file system, whatever the tables are called, and apart: a name
+/// whose table or schema had to be cleaned or shortened, or that would collide with another
+/// (also when only letter case differs, for case-insensitive file systems), gets a short hash
+/// of the real names.
+fn file_names(tables: &[&TableReport], dialect: Dialect, rollback: bool) -> Vec<String> {
     let part = |s: &str| {
         let clean: String = s
             .chars()
@@ -242,14 +247,46 @@ fn file_name(table: &TableReport, dialect: Dialect, rollback: bool) -> String {
                     '_'
                 }
             })
+            .take(60)
             .collect();
-        clean.chars().take(60).collect::<String>()
+        let exact = clean == s;
+        (clean, exact)
     };
-    format!(
-        "{}.{}.{}{}.sql",
-        part(&table.schema),
-        part(&table.name),
-        dialect,
-        if rollback { ".rollback" } else { "" }
-    )
+    let bases: Vec<(String, bool)> = tables
+        .iter()
+        .map(|t| {
+            let (schema, schema_exact) = part(&t.schema);
+            let (name, name_exact) = part(&t.name);
+            (format!("{schema}.{name}"), schema_exact && name_exact)
+        })
+        .collect();
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (base, _) in &bases {
+        *seen.entry(base.to_lowercase()).or_default() += 1;
+    }
+    tables
+        .iter()
+        .zip(&bases)
+        .map(|(t, (base, exact))| {
+            let hashed = if *exact && seen[&base.to_lowercase()] == 1 {
+                String::new()
+            } else {
+                format!("-{:08x}", fnv1a(&format!("{}\u{0}{}", t.schema, t.name)))
+            };
+            format!(
+                "{base}{hashed}.{dialect}{}.sql",
+                if rollback { ".rollback" } else { "" }
+            )
+        })
+        .collect()
+}
+
+/// FNV-1a: stable across builds and platforms.
+fn fnv1a(text: &str) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for b in text.bytes() {
+        hash ^= u32::from(b);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash
 }

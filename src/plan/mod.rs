@@ -123,7 +123,7 @@ impl Plan {
                         let _ = writeln!(out, "--   {line}");
                     }
                 } else {
-                    let _ = writeln!(out, "{statement};");
+                    let _ = writeln!(out, "{}", terminated(statement));
                 }
             }
         }
@@ -148,11 +148,26 @@ impl Plan {
     pub fn render_rollback(&self) -> String {
         let mut out = String::from(
             "-- Rollback of natkey's plan: drops the natural-key constraint and restores the\n\
-             -- rows the cleanup removed, from the backup table. Running it twice restores nothing\n\
-             -- twice: the backup is emptied in the same transaction.\n",
+             -- rows the cleanup removed, from the backup table.\n",
         );
+        out.push_str(match self.dialect {
+            Dialect::Databricks => {
+                "-- Databricks has no transaction around the restore and the emptying of the\n\
+                 -- backup: each commits on its own. If the DELETE fails after the INSERT, run the\n\
+                 -- DELETE alone, not the whole rollback (it would restore the rows twice).\n"
+            }
+            Dialect::Snowflake | Dialect::Redshift => {
+                "-- Running it twice restores nothing twice: the backup is emptied in the same\n\
+                 -- transaction. (A second run stops at the DROP CONSTRAINT, which has no IF EXISTS\n\
+                 -- here: the constraint is already gone.)\n"
+            }
+            _ => {
+                "-- Running it twice restores nothing twice: the backup is emptied in the same\n\
+                 -- transaction.\n"
+            }
+        });
         for statement in &self.rollback {
-            let _ = writeln!(out, "{statement};");
+            let _ = writeln!(out, "{}", terminated(statement));
         }
         out
     }
@@ -182,10 +197,23 @@ fn comment_text(text: &str, dialect: Dialect) -> String {
     out
 }
 
+/// psql's `\gexec` (run each row of the query as a statement, outside any transaction block)
+/// ends the query instead of `;`.
+pub(crate) const GEXEC: &str = "\\gexec";
+
+/// A statement with its terminator: `;`, or nothing after a psql `\gexec`.
+fn terminated(statement: &str) -> String {
+    if statement.ends_with(GEXEC) {
+        statement.to_string()
+    } else {
+        format!("{statement};")
+    }
+}
+
 /// A statement (plus its `;`) as comment lines: split at every line break, `\r` included,
 /// since PostgreSQL also ends a `--` comment there.
 fn commented_lines(statement: &str, dialect: Dialect) -> Vec<String> {
-    format!("{statement};")
+    terminated(statement)
         .split(['\n', '\r'])
         .map(|line| comment_text(line, dialect))
         .collect()
@@ -244,11 +272,20 @@ impl Table<'_> {
             .join(", ")
     }
 
-    /// The payload columns the load task writes: neither surrogate nor load metadata.
-    pub fn payload(&self) -> Vec<&ColumnReport> {
+    /// The columns the load template writes: payload and load metadata (the task sets those,
+    /// e.g. `now()`, and they may have no default); the surrogate key is left to the database.
+    pub fn load_columns(&self) -> Vec<&ColumnReport> {
         self.insertable()
             .into_iter()
-            .filter(|c| self.report.payload.contains(&c.name))
+            .filter(|c| !self.report.surrogate_key.contains(&c.name))
+            .collect()
+    }
+
+    /// The columns a retry of a mutable fact updates: the load columns outside the key.
+    pub fn updated_columns(&self) -> Vec<&ColumnReport> {
+        self.load_columns()
+            .into_iter()
+            .filter(|c| !self.key.columns.contains(&c.name))
             .collect()
     }
 
@@ -256,9 +293,9 @@ impl Table<'_> {
     /// table had conflicting groups) the source's payload, `{excluded}.col`, asserted.
     pub fn on_conflict_action(&self, excluded: &str) -> String {
         let updates: Vec<String> = self
-            .payload()
+            .updated_columns()
             .iter()
-            .filter(|c| self.mutable && !self.key.columns.contains(&c.name))
+            .filter(|_| self.mutable)
             .map(|c| format!("{0} = {excluded}.{0}", self.q(&c.name)))
             .collect();
         if updates.is_empty() {
@@ -354,6 +391,9 @@ fn verify(t: &Table) -> String {
 pub(crate) struct DialectPlan {
     /// Extra header lines (engine specifics, NULL handling).
     pub notes: Vec<String>,
+    /// Session settings that make every later step fail fast instead of waiting on locks
+    /// (the first step, so a plan that only enforces has them too).
+    pub session: Vec<String>,
     /// Statements before the backup (MySQL: a row identity).
     pub prepare: Vec<String>,
     pub backup: Vec<String>,
@@ -412,6 +452,7 @@ pub fn plan_table(input: &PlanInput) -> Result<Plan, PlanError> {
             "the report has no column list for {display}: audit again with this version of natkey"
         )));
     }
+    check_report(report, key, &display)?;
     let conflicting = report.conflicting_groups.unwrap_or(0);
     if conflicting > 0 && report.survivor.is_none() {
         return Err(PlanError::NoSurvivorRule {
@@ -421,13 +462,6 @@ pub fn plan_table(input: &PlanInput) -> Result<Plan, PlanError> {
         });
     }
     let columns: Vec<&ColumnReport> = report.columns.iter().collect();
-    for c in &key.columns {
-        if !columns.iter().any(|col| &col.name == c) {
-            return Err(PlanError::Invalid(format!(
-                "natural-key column {c:?} is not a column of {display}"
-            )));
-        }
-    }
     let nullable_key: Vec<&ColumnReport> = key
         .columns
         .iter()
@@ -495,7 +529,21 @@ pub fn plan_table(input: &PlanInput) -> Result<Plan, PlanError> {
     };
     header.extend(dp.notes.iter().cloned());
 
-    let mut steps = vec![Step {
+    let mut steps = Vec::new();
+    if !dp.session.is_empty() {
+        steps.push(Step {
+            title: "Session settings".into(),
+            why: vec![
+                "Every later step waits at most a few seconds for a lock (a busy table makes it"
+                    .into(),
+                "fail, not queue every other query behind it), and no statement runs forever."
+                    .into(),
+            ],
+            statements: dp.session,
+            commented: false,
+        });
+    }
+    steps.push(Step {
         title: "Preflight".into(),
         why: vec![
             format!(
@@ -509,13 +557,13 @@ pub fn plan_table(input: &PlanInput) -> Result<Plan, PlanError> {
         ],
         statements: preflight(&table),
         commented: false,
-    }];
+    });
     if !dp.prepare.is_empty() {
         steps.push(Step {
             title: "Row identity".into(),
             why: vec![
                 "The table has no surrogate key, so single rows cannot be addressed: add a".into(),
-                "temporary auto-increment column (the rollback drops it).".into(),
+                "temporary auto-increment column (the cleanup drops it again).".into(),
             ],
             statements: dp.prepare,
             commented: false,
@@ -579,6 +627,47 @@ pub fn plan_table(input: &PlanInput) -> Result<Plan, PlanError> {
         steps,
         rollback: dp.rollback,
     })
+}
+
+/// What a report (perhaps edited by hand) must hold for a plan to make sense: a natural key
+/// of distinct columns of the table, and surrogate, partition and survivor columns that exist.
+fn check_report(report: &TableReport, key: &NaturalKey, display: &str) -> Result<(), PlanError> {
+    let invalid = |what: String| {
+        Err(PlanError::Invalid(format!(
+            "the report for {display}: {what}"
+        )))
+    };
+    if key.columns.is_empty() {
+        return invalid("natural_key.columns is empty: name the key's columns".into());
+    }
+    let is_column = |c: &str| report.columns.iter().any(|col| col.name == c);
+    for (i, c) in key.columns.iter().enumerate() {
+        if !is_column(c) {
+            return invalid(format!(
+                "natural-key column {c:?} is not a column of the table"
+            ));
+        }
+        if key.columns[..i].contains(c) {
+            return invalid(format!("natural-key column {c:?} is listed twice"));
+        }
+    }
+    for (what, list) in [
+        ("surrogate_key", &report.surrogate_key),
+        ("partition_key", &report.partition_key),
+    ] {
+        if let Some(c) = list.iter().find(|c| !is_column(c)) {
+            return invalid(format!("{what} column {c:?} is not a column of the table"));
+        }
+    }
+    match &report.survivor {
+        Some(SurvivorRule::Latest(c) | SurvivorRule::Earliest(c)) if !is_column(c) => invalid(
+            format!("the survivor rule's column {c:?} is not a column of the table"),
+        ),
+        Some(SurvivorRule::LowestSurrogate) if report.surrogate_key.is_empty() => {
+            invalid("the survivor rule lowest_surrogate needs a surrogate_key".into())
+        }
+        _ => Ok(()),
+    }
 }
 
 fn header(t: &Table, input: &PlanInput) -> Vec<String> {

@@ -37,6 +37,14 @@ fn column_type(t: &Table, c: &ColumnReport) -> String {
     }
 }
 
+/// Drops the temporary row identity if it is there.
+fn drop_row_id(t: &Table, column_exists: &str) -> Vec<String> {
+    guarded(
+        &format!("SELECT 1 - LEAST(1, ({column_exists}))"),
+        &format!("ALTER TABLE {} DROP COLUMN {}", t.qualified, t.q(ROW_ID)),
+    )
+}
+
 fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
 }
@@ -58,8 +66,10 @@ pub(super) fn plan(t: &Table) -> DialectPlan {
     );
 
     // A row identity: the (first) surrogate key, else a temporary auto-increment column.
+    // Only needed when there is something to clean up; dropped again at the end of it.
     let (row_id, prepare) = match t.report.surrogate_key.first() {
         Some(s) => (s.clone(), Vec::new()),
+        None if !t.has_duplicates => (ROW_ID.to_string(), Vec::new()),
         None => (
             ROW_ID.to_string(),
             guarded(
@@ -74,10 +84,11 @@ pub(super) fn plan(t: &Table) -> DialectPlan {
     };
     let rid = t.q(&row_id);
 
-    let mut backup = vec![
+    let session = vec![
         "SET SESSION lock_wait_timeout = 5".to_string(),
         "SET SESSION innodb_lock_wait_timeout = 5".to_string(),
     ];
+    let mut backup = Vec::new();
     if let Some(s) = &t.backup_schema {
         backup.push(format!("CREATE DATABASE IF NOT EXISTS {}", t.q(s)));
     }
@@ -92,7 +103,7 @@ pub(super) fn plan(t: &Table) -> DialectPlan {
         t.backup, t.qualified
     ));
 
-    let cleanup = vec![
+    let mut cleanup = vec![
         "DROP TEMPORARY TABLE IF EXISTS natkey_losers".to_string(),
         "START TRANSACTION".to_string(),
         format!(
@@ -115,13 +126,21 @@ pub(super) fn plan(t: &Table) -> DialectPlan {
         "COMMIT".to_string(),
         "DROP TEMPORARY TABLE IF EXISTS natkey_losers".to_string(),
     ];
-    let cleanup_why = vec![
+    if !prepare.is_empty() {
+        // The row identity has done its work: the table gets its own columns back (the
+        // backup keeps natkey_row_id, which the rollback does not restore).
+        cleanup.extend(drop_row_id(t, &column_exists(ROW_ID)));
+    }
+    let mut cleanup_why = vec![
         "Keeps one row per natural key (row 1 by the survivor rule) and moves every other row to"
             .into(),
         "the backup in one transaction. With millions of excess rows, run the DELETE in batches"
             .into(),
         "(add LIMIT 10000 and repeat until it deletes nothing) to keep the undo log small.".into(),
     ];
+    if !prepare.is_empty() {
+        cleanup_why.push("Then the temporary natkey_row_id column is dropped again.".into());
+    }
 
     let mut enforce = Vec::new();
     let mut enforce_why = vec![
@@ -191,20 +210,21 @@ pub(super) fn plan(t: &Table) -> DialectPlan {
         ),
     ));
 
-    let payload = t.payload();
-    let cols: Vec<String> = payload.iter().map(|c| t.q(&c.name)).collect();
+    let cols: Vec<String> = t.load_columns().iter().map(|c| t.q(&c.name)).collect();
+    // Target columns qualified: in INSERT ... SELECT a bare name is ambiguous (ERROR 1052)
+    // whenever the source has a column of that name.
+    let target = |c: &str| format!("{}.{}", t.qualified, t.q(c));
     let updates: Vec<String> = if t.mutable {
-        payload
+        t.updated_columns()
             .iter()
-            .filter(|c| !t.key.columns.contains(&c.name))
-            .map(|c| format!("{0} = VALUES({0})", t.q(&c.name)))
+            .map(|c| format!("{} = VALUES({})", target(&c.name), t.q(&c.name)))
             .collect()
     } else {
         Vec::new()
     };
     // `k = k` is MySQL's "do nothing" on a duplicate (INSERT IGNORE would also hide real errors).
     let on_duplicate = if updates.is_empty() {
-        let k = t.q(&t.key.columns[0]);
+        let k = target(&t.key.columns[0]);
         format!("{k} = {k}")
     } else {
         updates.join(", ")
@@ -242,16 +262,15 @@ pub(super) fn plan(t: &Table) -> DialectPlan {
         rollback.push("COMMIT".into());
     }
     if !prepare.is_empty() {
-        rollback.extend(guarded(
-            &format!("SELECT 1 - LEAST(1, ({}))", column_exists(ROW_ID)),
-            &format!("ALTER TABLE {} DROP COLUMN {}", t.qualified, t.q(ROW_ID)),
-        ));
+        // Left by a plan interrupted between adding and dropping it.
+        rollback.extend(drop_row_id(t, &column_exists(ROW_ID)));
     }
     DialectPlan {
         notes: vec![
             String::new(),
             "Run with the mysql/mariadb client, e.g. mariadb --batch < plan.sql.".into(),
         ],
+        session,
         prepare,
         backup,
         cleanup,

@@ -65,7 +65,7 @@ pub(super) fn plan(t: &Table) -> DialectPlan {
         key_parts.join(", ")
     )];
 
-    let cols: Vec<String> = t.payload().iter().map(|c| t.q(&c.name)).collect();
+    let cols: Vec<String> = t.load_columns().iter().map(|c| t.q(&c.name)).collect();
     let conflict = t.on_conflict_action("excluded");
     // `WHERE true` keeps SQLite from reading ON CONFLICT as a join condition of the SELECT.
     let load = vec![format!(
@@ -87,6 +87,7 @@ pub(super) fn plan(t: &Table) -> DialectPlan {
         rollback.push("COMMIT".into());
     }
     DialectPlan {
+        session: Vec::new(),
         notes: vec![
             String::new(),
             "Run with the sqlite3 shell: sqlite3 warehouse.sqlite < plan.sql.".into(),

@@ -378,6 +378,8 @@ struct Case<'a> {
     excess: i64,
     /// A `natkey.toml` for the audit.
     config: Option<String>,
+    /// Plan as if the audited server were this version (`server_version` of the report).
+    server_version: Option<&'a str>,
     /// INSERTs of a key that already exists: the database must reject each after the plan.
     duplicates: Vec<String>,
 }
@@ -452,7 +454,12 @@ fn prove(case: &Case) -> Proof {
         "audit should find duplicates\n{}",
         audit.describe()
     );
-    let report = db.write_file("report.json", &audit.stdout);
+    let mut report_json: serde_json::Value =
+        serde_json::from_str(&audit.stdout).expect("the audit prints a JSON report");
+    if let Some(version) = case.server_version {
+        report_json["server_version"] = version.into();
+    }
+    let report = db.write_file("report.json", &report_json.to_string());
     let plan_run = natkey(
         &db.dir,
         &["plan", "--report", &report, "--table", &case.table_arg],
@@ -561,10 +568,149 @@ fn prove(case: &Case) -> Proof {
         before,
         "a second rollback changed the table (restored rows twice?)"
     );
+
+    // The plan once more, then its load template: a retry of a load whose source holds keys
+    // already loaded (every one, NULL keys included, with their retried copies) and keys
+    // that are missing, run twice, leaves one row per natural key.
+    run_script(db, &plan_path).ok();
+    assert_eq!(
+        snapshot(db, &qt, &case.columns),
+        after,
+        "the plan rerun after the rollback"
+    );
+    load_template_converges(db, case, &qt, &plan_run.stdout, &backup, &key, &after);
     Proof {
         plan: plan_run.stdout,
         backup,
         structure_after_plan,
+    }
+}
+
+/// The load template of a plan (step "Idempotent load task"), uncommented.
+fn load_template(plan: &str) -> String {
+    let mut inside = false;
+    let mut lines = Vec::new();
+    for line in plan.lines() {
+        if let Some(title) = step_title(line) {
+            inside = title.starts_with("Idempotent load task");
+        } else if inside && let Some(sql) = line.strip_prefix("--   ") {
+            lines.push(sql);
+        }
+    }
+    assert!(!lines.is_empty(), "the plan has no load template\n{plan}");
+    lines.join("\n")
+}
+
+/// The staging relation the template reads (`"staging_..."`, quoted as the engine quotes).
+fn staging_name(template: &str) -> String {
+    let at = template
+        .find("\"staging_")
+        .or_else(|| template.find("`staging_"))
+        .unwrap_or_else(|| panic!("the template reads no staging relation\n{template}"));
+    let quote = &template[at..at + 1];
+    let end = template[at + 1..]
+        .find(quote)
+        .unwrap_or_else(|| panic!("unterminated name in\n{template}"));
+    template[at..at + end + 2].to_string()
+}
+
+/// Stages every row of the cleaned table (each natural key once) — for append-only facts
+/// also the removed copies from the backup, so keys repeat — deletes every third key from the
+/// table, and runs the load template twice. The table must end with exactly one row per
+/// natural key of the fixture, and the rows the load did not need to write unchanged.
+fn load_template_converges(
+    db: &TestDb,
+    case: &Case,
+    qt: &str,
+    plan: &str,
+    backup: &str,
+    key: &[usize],
+    after: &[Vec<String>],
+) {
+    let template = load_template(plan);
+    let staging = staging_name(&template);
+    let cols: Vec<String> = case.columns.iter().map(|c| db.q(c)).collect();
+    let cols = cols.join(", ");
+    let updates = template.contains("DO UPDATE") || template.contains("VALUES(");
+    let mut setup = format!(
+        "CREATE TABLE {staging} AS SELECT {cols} FROM {qt} WHERE 1 = 0;\n\
+         INSERT INTO {staging} ({cols}) SELECT {cols} FROM {qt};\n"
+    );
+    if !updates {
+        setup.push_str(&format!(
+            "INSERT INTO {staging} ({cols}) SELECT {cols} FROM {backup};\n"
+        ));
+    }
+    let missing: Vec<&Vec<String>> = after.iter().step_by(3).take(40).collect();
+    let predicates: Vec<String> = missing
+        .iter()
+        .map(|row| {
+            let parts: Vec<String> = key
+                .iter()
+                .map(|&i| {
+                    let column = db.q(&case.columns[i]);
+                    match row[i].as_str() {
+                        "NULL" => format!("{column} IS NULL"),
+                        value => format!("{column} = {}", lit(value)),
+                    }
+                })
+                .collect();
+            format!("({})", parts.join(" AND "))
+        })
+        .collect();
+    setup.push_str(&format!(
+        "DELETE FROM {qt} WHERE {};\n",
+        predicates.join(" OR ")
+    ));
+    let path = db.write_file("load-setup.sql", &setup);
+    run_script(db, &path).ok();
+    if db.engine == Engine::MySql {
+        db.on_drop(format!("DROP TABLE IF EXISTS {staging}"));
+    }
+    assert_eq!(
+        snapshot(db, qt, &case.columns).len(),
+        after.len() - missing.len(),
+        "test: the setup deleted one row per missing key"
+    );
+    let missing_keys: BTreeSet<Vec<String>> = missing.iter().map(|r| key_of(r, key)).collect();
+    let untouched: Vec<Vec<String>> = after
+        .iter()
+        .filter(|r| !missing_keys.contains(&key_of(r, key)))
+        .cloned()
+        .collect();
+    let key_cols: Vec<String> = case.key.iter().map(|k| db.q(k)).collect();
+    let key_cols = key_cols.join(", ");
+    let path = db.write_file("load.sql", &format!("{template};\n"));
+    for run in 1..=2 {
+        run_script(db, &path).ok();
+        let rows = snapshot(db, qt, &case.columns);
+        assert_eq!(
+            rows.len() as i64,
+            case.rows - case.excess,
+            "load run {run}: rows != one per natural key\n{template}"
+        );
+        assert_eq!(
+            query(
+                db,
+                &format!(
+                    "SELECT count(*) FROM (SELECT {key_cols} FROM {qt} GROUP BY {key_cols} HAVING count(*) > 1) natkey_g"
+                )
+            ),
+            vec![vec!["0".to_string()]],
+            "load run {run}: a duplicate group appeared\n{template}"
+        );
+        let keys: BTreeSet<Vec<String>> = rows.iter().map(|r| key_of(r, key)).collect();
+        let expected: BTreeSet<Vec<String>> = after.iter().map(|r| key_of(r, key)).collect();
+        assert_eq!(keys, expected, "load run {run}: the set of natural keys");
+        let kept: Vec<Vec<String>> = rows
+            .iter()
+            .filter(|r| !missing_keys.contains(&key_of(r, key)))
+            .cloned()
+            .collect();
+        assert_eq!(
+            kept, untouched,
+            "load run {run}: rows already loaded were changed\n{template}"
+        );
     }
 }
 
@@ -590,6 +736,7 @@ fn daily_orders_case<'a>(
         rows: e.rows,
         excess: e.excess,
         config: None,
+        server_version: None,
         duplicates: vec![
             format!(
                 "INSERT INTO {t} (order_id, line_item_id, order_date, customer_id, quantity, amount_cents) \
@@ -647,6 +794,7 @@ async fn conflicting_summary(db: &TestDb, rule: &str, keep: Keep) {
         rows: e.rows,
         excess: e.excess,
         config: Some(config),
+        server_version: None,
         duplicates: vec![
             // Day 15 (2026-10-16) held three conflicting rows; day 0 one.
             format!(
@@ -664,7 +812,7 @@ async fn conflicting_summary(db: &TestDb, rule: &str, keep: Keep) {
 /// `UNIQUE (account_id, region)` with region nullable, and no surrogate key: (1, NULL) twice
 /// with equal payload, (2, NULL) three times with credit limits 100, 250, 100 where the 250 is
 /// the latest `updated_at` (neither first nor last inserted), plus rows that are unique.
-async fn nullable_unique_key(db: &TestDb) {
+async fn nullable_unique_key(db: &TestDb, server_version: Option<&str>) -> Proof {
     let data: [(i64, Option<&str>, i64, &str); 10] = [
         (1, Some("eu"), 1000, "2026-11-01 08:00:00"),
         (2, None, 100, "2026-11-01 08:00:00"),
@@ -714,6 +862,7 @@ async fn nullable_unique_key(db: &TestDb) {
         rows,
         excess,
         config: None,
+        server_version,
         duplicates: vec![
             // A NULL key that was duplicated, one that was unique, and a non-NULL key.
             format!(
@@ -726,7 +875,7 @@ async fn nullable_unique_key(db: &TestDb) {
                 "INSERT INTO {t} (account_id, region, credit_limit, updated_at) VALUES (1, 'eu', 1, '2026-12-01 00:00:00')"
             ),
         ],
-    });
+    })
 }
 
 /// `fixtures::hostile`: the schema, table and columns have spaces, double quotes, a semicolon
@@ -751,6 +900,7 @@ async fn hostile_names(db: &TestDb) {
         rows: e.rows,
         excess: e.excess,
         config: None,
+        server_version: None,
         duplicates: [9001, 9007, 9030]
             .iter()
             .map(|k| {
@@ -833,6 +983,7 @@ async fn newline_in_table_name(db: &TestDb) {
         rows,
         excess: rows - keys.len() as i64,
         config: Some(config),
+        server_version: None,
         duplicates: vec![format!(
             "INSERT INTO {t} (order_id, amount_cents, loaded_at) VALUES (505, 1, '2026-12-01 00:00:00')"
         )],
@@ -878,7 +1029,26 @@ async fn postgres_plan_keeps_the_earliest_computed_row_under_an_earliest_rule() 
 #[tokio::test]
 async fn postgres_plan_makes_duplicate_null_keys_of_a_nullable_unique_key_collide() {
     let db = TestDb::postgres().await;
-    nullable_unique_key(&db).await;
+    nullable_unique_key(&db, None).await;
+}
+
+/// PostgreSQL before 15 has no NULLS NOT DISTINCT: the plan for a report of a 14 server must
+/// make NULL keys collide another way (an index on the NULL-replaced value and an IS NULL
+/// flag), and that plan runs on this server too.
+#[tokio::test]
+async fn postgres_14_plan_makes_duplicate_null_keys_collide_through_an_index_on_expressions() {
+    let db = TestDb::postgres().await;
+    let proof = nullable_unique_key(&db, Some("140011")).await;
+    assert!(
+        !proof.plan.contains("NULLS NOT DISTINCT") && proof.plan.contains("COALESCE("),
+        "a plan for PostgreSQL 14 cannot use NULLS NOT DISTINCT\n{}",
+        proof.plan
+    );
+    assert!(
+        !proof.plan.contains("SET NOT NULL"),
+        "rows with a NULL key are legitimate facts: the plan must not require NOT NULL\n{}",
+        proof.plan
+    );
 }
 
 #[tokio::test]
@@ -956,6 +1126,7 @@ async fn postgres_plan_for_a_partitioned_table_cleans_every_partition_and_enforc
         rows: e.rows,
         excess: e.excess,
         config: None,
+        server_version: None,
         duplicates: vec![insert(1100, "2026-10-20"), insert(1000, "2026-10-05")],
     });
     assert!(
@@ -966,6 +1137,60 @@ async fn postgres_plan_for_a_partitioned_table_cleans_every_partition_and_enforc
     let path = db.write_file("partitioned-again.sql", &proof.plan);
     let run = run_script(&db, &path);
     assert_eq!(run.code, 0, "{}", run.describe());
+    // Lock-safe: every partition's index is built CONCURRENTLY and attached to the parent's,
+    // and the parent's is then valid.
+    assert!(
+        proof.plan.contains("ON ONLY") && proof.plan.contains("ATTACH PARTITION"),
+        "the plan should build the partitions' indexes one by one and attach them\n{}",
+        proof.plan
+    );
+    let partition_indexes = || {
+        query(
+            &db,
+            "SELECT c.relname, x.relname, i.indisvalid::text, i.indisunique::text \
+             FROM pg_inherits a JOIN pg_index i ON i.indexrelid = a.inhrelid \
+             JOIN pg_class x ON x.oid = i.indexrelid JOIN pg_class c ON c.oid = i.indrelid \
+             WHERE a.inhparent = 'sales.orders_partitioned__natural_key'::regclass",
+        )
+    };
+    let attached = partition_indexes();
+    assert_eq!(
+        attached
+            .iter()
+            .map(|r| (r[0].as_str(), r[2].as_str(), r[3].as_str()))
+            .collect::<Vec<_>>(),
+        vec![
+            ("orders_partitioned_2026_10", "true", "true"),
+            ("orders_partitioned_2026_11", "true", "true"),
+            ("orders_partitioned_2026_12", "true", "true"),
+        ],
+        "each partition has a valid unique index attached to the parent's"
+    );
+    let parent_valid = || {
+        query(
+            &db,
+            "SELECT indisvalid::text FROM pg_index WHERE indexrelid = 'sales.orders_partitioned__natural_key'::regclass",
+        )
+    };
+    assert_eq!(parent_valid(), vec![vec!["true".to_string()]]);
+    // An interrupted run: the parent's index is there, one partition's is an INVALID leftover
+    // (wrong definition) and not attached. The plan drops the leftover and finishes the job.
+    let leftover = &attached[1][1];
+    db.exec(&format!(
+        "DROP INDEX sales.orders_partitioned__natural_key;\n\
+         CREATE UNIQUE INDEX orders_partitioned__natural_key ON ONLY sales.orders_partitioned (order_id, line_item_id, order_date);\n\
+         CREATE INDEX \"{leftover}\" ON sales.orders_partitioned_2026_11 (customer_id);\n\
+         UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'sales.\"{leftover}\"'::regclass;"
+    ))
+    .await;
+    assert_eq!(parent_valid(), vec![vec!["false".to_string()]]);
+    run_script(&db, &path).ok();
+    assert_eq!(
+        partition_indexes(),
+        attached,
+        "the rerun rebuilt the indexes"
+    );
+    assert_eq!(parent_valid(), vec![vec!["true".to_string()]]);
     for p in ["2026_10", "2026_11", "2026_12"] {
         assert_eq!(
             query(
@@ -980,15 +1205,256 @@ async fn postgres_plan_for_a_partitioned_table_cleans_every_partition_and_enforc
     }
 }
 
-/// Step titles of a rendered plan (`-- 3. Cleanup`).
+/// An interrupted `CREATE INDEX CONCURRENTLY` leaves an INVALID index under the plan's name;
+/// the plan must drop it and build the index again (an `IF NOT EXISTS` alone would keep the
+/// useless one and the constraint could not be added).
+#[tokio::test]
+async fn postgres_plan_drops_an_invalid_index_left_by_an_interrupted_run_and_builds_it_again() {
+    let db = TestDb::postgres().await;
+    let (sql, e) = fixtures::daily_orders(
+        &db,
+        "sales",
+        "daily_orders",
+        Surrogate::Default,
+        &fixtures::standard_copies,
+    );
+    db.exec(&sql).await;
+    let audit = db.audit(&[]);
+    assert_eq!(audit.code, 1, "{}", audit.describe());
+    let report = db.write_file("report.json", &audit.stdout);
+    let run = natkey(
+        &db.dir,
+        &["plan", "--report", &report, "--table", "sales.daily_orders"],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{}", run.describe());
+    let index = "daily_orders__natural_key";
+    assert!(
+        run.stdout
+            .contains(&format!("CONCURRENTLY IF NOT EXISTS \"{index}\"")),
+        "the plan's index is named {index}\n{}",
+        run.stdout
+    );
+    // The leftover: same name, wrong definition, marked invalid (as an interrupted build is).
+    db.exec(&format!(
+        "CREATE INDEX \"{index}\" ON sales.daily_orders (customer_id);\n\
+         UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'sales.\"{index}\"'::regclass;"
+    ))
+    .await;
+    let path = db.write_file("plan.sql", &run.stdout);
+    run_script(&db, &path).ok();
+    let definition = query(
+        &db,
+        &format!(
+            "SELECT i.indisvalid::text, i.indisunique::text, pg_get_indexdef(i.indexrelid) FROM pg_index i \
+             WHERE i.indexrelid = 'sales.\"{index}\"'::regclass"
+        ),
+    );
+    assert_eq!(definition.len(), 1, "{definition:?}");
+    assert_eq!(
+        definition[0][..2],
+        ["true".to_string(), "true".to_string()],
+        "the index is not valid and unique: {definition:?}"
+    );
+    assert!(
+        definition[0][2].ends_with("(order_id, line_item_id)"),
+        "the leftover was kept: {definition:?}"
+    );
+    assert_eq!(
+        query(&db, "SELECT count(*) FROM sales.daily_orders"),
+        vec![vec![(e.rows - e.excess).to_string()]]
+    );
+    for insert in &daily_orders_case(&db, "sales", &e).duplicates {
+        assert_rejected_as_duplicate(&db, insert);
+    }
+}
+
+/// `--dedupe-job` on audit and plan: the dedupe job some team wrote says the natural key and
+/// which row to keep (here the earliest, not natkey's default); `--task-sql`: the plan carries
+/// the user's load task rewritten to be idempotent, and that task converges when run twice
+/// after the plan.
+#[tokio::test]
+async fn plan_learns_the_key_from_a_dedupe_job_and_carries_the_rewritten_task() {
+    let db = TestDb::postgres().await;
+    let (sql, e) = fixtures::revenue_summary(&db, "finance", "daily_revenue_summary", false);
+    db.exec(&sql).await;
+    assert_eq!((e.dup_groups, e.conflicting, e.excess), (6, 3, 7));
+    let dedupe = db.write_file(
+        "dedupe_revenue.sql",
+        "-- the nightly cleanup
+         DELETE FROM finance.daily_revenue_summary WHERE summary_id IN (
+           SELECT summary_id FROM (
+             SELECT summary_id, ROW_NUMBER() OVER (
+               PARTITION BY revenue_date ORDER BY computed_at ASC) AS rn
+             FROM finance.daily_revenue_summary) ranked
+           WHERE rn > 1);
+",
+    );
+    let report = db.report(&["--dedupe-job", &dedupe], 1);
+    let t = crate::common::table(&report, "finance", "daily_revenue_summary");
+    assert_eq!(t["natural_key"]["source"], "dedupe_job", "{t:#}");
+    assert_eq!(
+        t["natural_key"]["columns"],
+        serde_json::json!(["revenue_date"])
+    );
+    assert_eq!(t["survivor"], "earliest:computed_at", "{t:#}");
+    assert_eq!(t["excess_rows"], e.excess);
+
+    let task = db.write_file(
+        "load_revenue.sql",
+        "INSERT INTO finance.daily_revenue_summary (revenue_date, gross_cents, order_count, computed_at)
+         SELECT revenue_date, gross_cents, order_count, computed_at FROM staging.revenue;
+",
+    );
+    let url = db.url();
+    let run = natkey(
+        &db.dir,
+        &[
+            "plan",
+            "--warehouse",
+            &url,
+            "--table",
+            "finance.daily_revenue_summary",
+            "--dedupe-job",
+            &dedupe,
+            "--task-sql",
+            &task,
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{}", run.describe());
+    let plan = &run.stdout;
+    for needle in [
+        "natural key: (revenue_date) from dedupe_job",
+        "survivor rule: earliest:computed_at",
+        "\"computed_at\" ASC",
+        "load_revenue.sql",
+    ] {
+        assert!(plan.contains(needle), "the plan lacks {needle:?}\n{plan}");
+    }
+    let rewritten = load_template(plan);
+    assert!(
+        rewritten.contains("FROM staging.revenue")
+            && rewritten.contains("ON CONFLICT (\"revenue_date\") DO NOTHING"),
+        "the plan should carry the user's task, made idempotent on the natural key\n{rewritten}"
+    );
+
+    // The plan, then the rewritten task twice over a source holding a day already loaded and
+    // a new day: one row per day.
+    let path = db.write_file("plan.sql", plan);
+    run_script(&db, &path).ok();
+    let days = || {
+        query(
+            &db,
+            "SELECT count(*), count(DISTINCT revenue_date) FROM finance.daily_revenue_summary",
+        )
+    };
+    let keys = e.rows - e.excess;
+    assert_eq!(days(), vec![vec![keys.to_string(), keys.to_string()]]);
+    db.exec(
+        "CREATE SCHEMA staging;
+         CREATE TABLE staging.revenue AS SELECT revenue_date, gross_cents, order_count, computed_at          FROM finance.daily_revenue_summary ORDER BY revenue_date LIMIT 1;
+         INSERT INTO staging.revenue VALUES ('2027-01-01', 5, 1, '2027-01-02 00:00:00');",
+    )
+    .await;
+    let path = db.write_file("task.sql", &format!("{rewritten};\n"));
+    for _ in 0..2 {
+        run_script(&db, &path).ok();
+        assert_eq!(
+            days(),
+            vec![vec![(keys + 1).to_string(), (keys + 1).to_string()]],
+            "the rewritten task does not converge\n{rewritten}"
+        );
+    }
+}
+
+/// The title of a step heading of a rendered plan (`-- 3. Cleanup`).
+fn step_title(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix("-- ")?;
+    let (n, title) = rest.split_once(". ")?;
+    n.parse::<u32>().ok()?;
+    Some(title)
+}
+
+/// A partitioned table whose schema, table, partition and column names hold quotes, `%`
+/// (the per-partition statements are generated with format()) and semicolons.
+#[tokio::test]
+async fn postgres_plan_for_a_partitioned_table_with_hostile_names_runs() {
+    let db = TestDb::postgres().await;
+    let schema = "Odd %s 'sch'; x";
+    let table = "Part %I 't' ;";
+    let key = "order \"no\" %s";
+    let day = "day 'd' %I";
+    let amount = "amount%";
+    let t = db.qt(schema, table);
+    let mut values = Vec::new();
+    let mut keys = BTreeSet::new();
+    for i in 1..=20i64 {
+        let copies = if i % 4 == 0 { 2 } else { 1 };
+        let d = if i <= 10 { "2026-10-05" } else { "2026-11-05" };
+        for k in 0..copies {
+            values.push(format!(
+                "({i}, '{d}', {}, '2026-11-06 01:{k:02}:00')",
+                100 * i
+            ));
+        }
+        keys.insert(i);
+    }
+    db.exec(&format!(
+        "CREATE SCHEMA {s};\n\
+         CREATE TABLE {t} ({k} bigint NOT NULL, {d} date NOT NULL, {a} bigint NOT NULL, loaded_at timestamp NOT NULL) \
+         PARTITION BY RANGE ({d});\n\
+         CREATE TABLE {p1} PARTITION OF {t} FOR VALUES FROM ('2026-10-01') TO ('2026-11-01');\n\
+         CREATE TABLE {p2} PARTITION OF {t} FOR VALUES FROM ('2026-11-01') TO ('2026-12-01');\n\
+         INSERT INTO {t} ({k}, {d}, {a}, loaded_at) VALUES {v};\n",
+        s = db.q(schema),
+        k = db.q(key),
+        d = db.q(day),
+        a = db.q(amount),
+        p1 = db.qt(schema, "p1 %s 'x'"),
+        p2 = db.qt(schema, "p2 %% \"y\""),
+        v = values.join(", ")
+    ))
+    .await;
+    let config = db.write_file(
+        "natkey.toml",
+        &format!(
+            "[[table]]\nname = {}\nnatural_key = [{}]\n",
+            toml_str(&format!("{schema}.{table}")),
+            toml_str(key)
+        ),
+    );
+    let rows = values.len() as i64;
+    let insert = |order: i64, d: &str| {
+        format!(
+            "INSERT INTO {t} ({}, {}, {}, loaded_at) VALUES ({order}, '{d}', 1, '2026-12-01 00:00:00')",
+            db.q(key),
+            db.q(day),
+            db.q(amount)
+        )
+    };
+    let proof = prove(&Case {
+        db: &db,
+        pg_schema: schema,
+        table,
+        table_arg: format!("{schema}.{table}"),
+        columns: columns(&[key, day, amount, "loaded_at"]),
+        key: columns(&[key]),
+        keep: Keep::Latest("loaded_at".into()),
+        rows,
+        excess: rows - keys.len() as i64,
+        config: Some(config),
+        server_version: None,
+        duplicates: vec![insert(4, "2026-10-05"), insert(13, "2026-11-05")],
+    });
+    assert!(proof.plan.contains("ATTACH PARTITION"), "{}", proof.plan);
+}
+
+/// Step titles of a rendered plan.
 fn step_titles(plan: &str) -> Vec<String> {
     plan.lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix("-- ")?;
-            let (n, title) = rest.split_once(". ")?;
-            n.parse::<u32>().ok()?;
-            Some(title.to_string())
-        })
+        .filter_map(step_title)
+        .map(str::to_string)
         .collect()
 }
 
@@ -1026,6 +1492,17 @@ async fn postgres_plan_for_a_table_without_duplicates_says_so_and_only_enforces_
     assert!(
         !plan.lines().any(|l| l.starts_with("DELETE")),
         "the plan deletes rows\n{plan}"
+    );
+    // The index build must not queue behind a long transaction (and every query behind it):
+    // the session settings come before it even though there is no backup step.
+    let position = |needle: &str| {
+        plan.find(needle)
+            .unwrap_or_else(|| panic!("the plan has no {needle:?}\n{plan}"))
+    };
+    assert!(
+        position("SET lock_timeout") < position("CREATE UNIQUE INDEX")
+            && position("SET statement_timeout") < position("CREATE UNIQUE INDEX"),
+        "lock_timeout and statement_timeout must be set before the index build\n{plan}"
     );
     let before = snapshot(
         &db,
@@ -1193,7 +1670,7 @@ async fn mariadb_plan_keeps_the_lowest_surrogate_under_a_lowest_surrogate_rule()
 #[tokio::test]
 async fn mariadb_plan_makes_duplicate_null_keys_of_a_nullable_unique_key_collide() {
     let db = TestDb::mysql().await;
-    nullable_unique_key(&db).await;
+    nullable_unique_key(&db, None).await;
 }
 
 #[tokio::test]
@@ -1258,6 +1735,7 @@ async fn mariadb_plan_quotes_backticks_and_single_quotes_in_names() {
         rows,
         excess: rows - keys.len() as i64,
         config: Some(config),
+        server_version: None,
         duplicates: vec![format!(
             "INSERT INTO {t} ({}, {}, loaded_at) VALUES (706, 1, '2026-12-01 00:00:00')",
             db.q(key),
@@ -1267,7 +1745,8 @@ async fn mariadb_plan_quotes_backticks_and_single_quotes_in_names() {
 }
 
 #[tokio::test]
-async fn mariadb_plan_for_a_table_without_a_surrogate_key_adds_and_drops_a_temporary_row_id() {
+async fn mariadb_plan_for_a_table_without_a_surrogate_key_drops_its_temporary_row_id_after_the_cleanup()
+ {
     let db = TestDb::mysql().await;
     let mut values = Vec::new();
     let mut keys = BTreeSet::new();
@@ -1306,6 +1785,7 @@ async fn mariadb_plan_for_a_table_without_a_surrogate_key_adds_and_drops_a_tempo
         rows,
         excess: rows - keys.len() as i64,
         config: Some(config),
+        server_version: None,
         duplicates: vec![
             "INSERT INTO events (event_id, points, loaded_at) VALUES (5004, 1, '2026-12-01 00:00:00')"
                 .into(),
@@ -1318,14 +1798,13 @@ async fn mariadb_plan_for_a_table_without_a_surrogate_key_adds_and_drops_a_tempo
         "the plan should address rows through a temporary natkey_row_id column"
     );
     assert!(
-        proof
+        !proof
             .structure_after_plan
             .iter()
             .any(|r| r.get(1).map(String::as_str) == Some("natkey_row_id")),
-        "after the plan the table has the natkey_row_id column: {:?}",
+        "after the plan the temporary natkey_row_id column should be gone: {:?}",
         proof.structure_after_plan
     );
-    // (The rollback dropping it again is checked by prove: the structure equals the original.)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1357,7 +1836,7 @@ async fn sqlite_plan_keeps_the_lowest_surrogate_under_a_lowest_surrogate_rule() 
 #[tokio::test]
 async fn sqlite_plan_makes_duplicate_null_keys_of_a_nullable_unique_key_collide() {
     let db = TestDb::sqlite().await;
-    nullable_unique_key(&db).await;
+    nullable_unique_key(&db, None).await;
 }
 
 #[tokio::test]
@@ -1497,4 +1976,123 @@ async fn plan_for_conflicting_groups_without_a_survivor_rule_names_survivor() {
         "no plan on stdout\n{}",
         run.describe()
     );
+}
+
+/// A report edited by hand can name impossible keys; each is a one-line error (exit 2), never
+/// a panic, whatever the dialect.
+#[tokio::test]
+async fn plan_from_a_hand_edited_report_with_an_impossible_key_is_a_one_line_error() {
+    let db = TestDb::sqlite().await;
+    let (sql, _) = fixtures::daily_orders(
+        &db,
+        "",
+        "daily_orders",
+        Surrogate::Default,
+        &fixtures::standard_copies,
+    );
+    db.exec(&sql).await;
+    let audit = db.audit(&[]);
+    assert_eq!(audit.code, 1, "{}", audit.describe());
+    let original: serde_json::Value =
+        serde_json::from_str(&audit.stdout).expect("the audit prints a JSON report");
+    type Edit = fn(&mut serde_json::Value);
+    let edits: [(Edit, &[&str]); 4] = [
+        (
+            |t| t["natural_key"]["columns"] = serde_json::json!([]),
+            &["natural_key.columns", "empty"],
+        ),
+        (
+            |t| t["natural_key"]["columns"] = serde_json::json!(["order_id", "order_id"]),
+            &["order_id", "twice"],
+        ),
+        (
+            |t| t["survivor"] = "latest:no_such_column".into(),
+            &["no_such_column"],
+        ),
+        (
+            |t| t["surrogate_key"] = serde_json::json!(["ghost"]),
+            &["ghost"],
+        ),
+    ];
+    for (i, (edit, needles)) in edits.iter().enumerate() {
+        let mut report = original.clone();
+        let tables = report["tables"].as_array_mut().expect("tables");
+        let table = tables
+            .iter_mut()
+            .find(|t| t["name"] == "daily_orders")
+            .expect("daily_orders in the report");
+        edit(table);
+        let path = db.write_file(&format!("edited-{i}.json"), &report.to_string());
+        for dialect in ["mysql", "snowflake", "sqlite"] {
+            let run = natkey(
+                &db.dir,
+                &[
+                    "plan",
+                    "--report",
+                    &path,
+                    "--table",
+                    "daily_orders",
+                    "--dialect",
+                    dialect,
+                ],
+                &[],
+            );
+            assert_clean_error(&run, needles);
+        }
+    }
+}
+
+/// `--output-dir`: tables whose names clean up to the same file name (`a b` and `a_b`), or
+/// differ only in letter case (one file on a case-insensitive file system), get a file each.
+#[tokio::test]
+async fn plan_all_gives_tables_with_similar_names_a_file_each() {
+    let db = TestDb::postgres().await;
+    let names = ["a b", "a_b", "Orders", "orders"];
+    for name in names {
+        let (sql, _) = fixtures::daily_orders(
+            &db,
+            "sales",
+            name,
+            Surrogate::Default,
+            &fixtures::standard_copies,
+        );
+        db.exec(&sql).await;
+    }
+    let url = db.url();
+    let run = natkey(
+        &db.dir,
+        &[
+            "plan",
+            "--warehouse",
+            &url,
+            "--all",
+            "--output-dir",
+            "plans",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{}", run.describe());
+    let dir = db.dir.join("plans");
+    let files: Vec<String> = std::fs::read_dir(&dir)
+        .expect("the output folder exists")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    let lowercase: BTreeSet<String> = files.iter().map(|f| f.to_lowercase()).collect();
+    assert_eq!(
+        lowercase.len(),
+        names.len(),
+        "one file per table, apart even without letter case: {files:?}"
+    );
+    let headers: BTreeSet<String> = files
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(dir.join(f)).expect("read plan");
+            text.lines().next().unwrap_or_default().to_string()
+        })
+        .collect();
+    let expected: BTreeSet<String> = names
+        .iter()
+        .map(|n| format!("-- natkey plan for sales.{n} (postgres dialect)"))
+        .collect();
+    assert_eq!(headers, expected, "each table's plan is in its own file");
 }
