@@ -770,7 +770,13 @@ async fn a_running_audit_shows_live_progress_and_a_restart_marks_it_interrupted(
     assert_eq!(api["progress"]["current"], "main.daily_orders");
     assert_eq!(api["report"], Value::Null);
 
-    // natkey restarts: the store is opened again.
+    // natkey stops (its lease on the store runs out) and starts again: the store is opened
+    // again.
+    sqlx::query("UPDATE instances SET lease_until = '2026-01-01T00:00:00Z' WHERE id = ?")
+        .bind(store.instance())
+        .execute(store.pool())
+        .await
+        .expect("expire the lease");
     let reopened = Store::open(&dir.0.join("natkey.db"))
         .await
         .expect("reopens");
@@ -851,4 +857,24 @@ async fn natkey_serve_reads_its_config_and_starts_twice_on_the_same_store() {
         dir.0.join("state/natkey.db").is_file(),
         "the store lives where [store] says"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_audit_now_requests_joins_one_run() {
+    let dir = TempDir::new();
+    let state = demo_state(&dir.0).await;
+    let clicks: Vec<_> = (0..8)
+        .map(|_| {
+            let state = state.clone();
+            tokio::spawn(async move { post_json(&state, "/api/warehouses/demo/runs", "{}").await })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for click in clicks {
+        let answer = click.await.expect("join");
+        assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
+        ids.push(answer.json()["id"].as_i64().expect("an id"));
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "every click joins the first run: {ids:?}");
 }
