@@ -878,3 +878,66 @@ async fn a_burst_of_audit_now_requests_joins_one_run() {
     ids.dedup();
     assert_eq!(ids.len(), 1, "every click joins the first run: {ids:?}");
 }
+
+/// A state over a SQLite warehouse `dw` holding `tags (code, label)` with `rows`, whose natural
+/// key natkey.toml declares as `code`; the warehouse has no measure at all.
+async fn tags_state(dir: &Path, rows: &[(&str, &str)]) -> AppState {
+    use sqlx::Connection;
+    let path = dir.join("tags.sqlite");
+    let url = format!("sqlite://{}", path.display());
+    let mut conn = sqlx::SqliteConnection::connect(&format!("{url}?mode=rwc"))
+        .await
+        .expect("create the warehouse");
+    sqlx::query("CREATE TABLE tags (code TEXT NOT NULL, label TEXT NOT NULL)")
+        .execute(&mut conn)
+        .await
+        .expect("table");
+    for (code, label) in rows {
+        sqlx::query("INSERT INTO tags (code, label) VALUES (?, ?)")
+            .bind(code)
+            .bind(label)
+            .execute(&mut conn)
+            .await
+            .expect("row");
+    }
+    conn.close().await.expect("close");
+    let config = Config::parse(
+        "[[table]]\nname = \"tags\"\nnatural_key = [\"code\"]\n",
+        Path::new("natkey.toml"),
+    )
+    .expect("config");
+    state_for(dir, "dw", &url, config, AuthSettings::default()).await
+}
+
+#[tokio::test]
+async fn empty_states_tell_a_clean_audit_from_duplicates_that_inflate_no_measure() {
+    let says_no_double_count = |page: &Html| {
+        texts(page, "p.good-message")
+            .iter()
+            .any(|t| t.contains("No table double-counts"))
+    };
+    // Tag "a" loaded twice: duplicates, but nothing to add up.
+    let dir = TempDir::new();
+    let state = tags_state(&dir.0, &[("a", "red"), ("a", "red"), ("b", "blue")]).await;
+    let id = audit(&state, "dw").await;
+    let overview = get(&state, "/").await.html();
+    assert!(!says_no_double_count(&overview));
+    let note = texts(&overview, "p.no-inflated-measure");
+    assert_eq!(note.len(), 1, "{note:?}");
+    assert!(
+        note[0].starts_with("1 table(s) hold duplicate rows"),
+        "{note:?}"
+    );
+    let run = get(&state, &format!("/runs/{id}")).await.html();
+    assert!(!says_no_double_count(&run));
+
+    // The same table loaded once: clean.
+    let dir = TempDir::new();
+    let state = tags_state(&dir.0, &[("a", "red"), ("b", "blue")]).await;
+    let id = audit(&state, "dw").await;
+    let overview = get(&state, "/").await.html();
+    assert!(says_no_double_count(&overview));
+    assert!(texts(&overview, "p.no-inflated-measure").is_empty());
+    let run = get(&state, &format!("/runs/{id}")).await.html();
+    assert!(says_no_double_count(&run));
+}
