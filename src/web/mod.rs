@@ -40,7 +40,7 @@ use crate::warehouse::WarehouseUrl;
 pub use self::error::WebError;
 pub use self::nightly::{NightlyAudits, schedules_from_config};
 pub use self::rewrite::{NatkeyRewriter, RewriteOutcome, TaskAnalyzer};
-pub use self::runs::{RunRequest, start_run, start_run_with};
+pub use self::runs::{RunRequest, config_with_key_overrides, start_run, start_run_with};
 
 /// The largest request body natkey accepts (a pasted task SQL is far smaller).
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;

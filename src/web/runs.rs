@@ -111,8 +111,19 @@ async fn supervise(state: AppState, id: i64, task: tokio::task::JoinHandle<()>) 
 /// The config an audit of `warehouse` uses: natkey.toml, with the keys people confirmed on the
 /// table page replacing (or adding) the `natural_key` of `[[table]]` entries.
 pub async fn audit_config(state: &AppState, warehouse: &str) -> Result<Config, WebError> {
-    let mut config = state.inner.config.clone();
-    for o in state.inner.store.key_overrides(warehouse).await? {
+    Ok(config_with_key_overrides(&state.inner.config, &state.inner.store, warehouse).await?)
+}
+
+/// `config` with the keys people confirmed on the table page for `warehouse` replacing (or
+/// adding) the `natural_key` of `[[table]]` entries: what every audit recorded in the store's
+/// history uses, from the web app's runner and from `natkey audit --save` alike.
+pub async fn config_with_key_overrides(
+    config: &Config,
+    store: &crate::store::Store,
+    warehouse: &str,
+) -> Result<Config, crate::store::StoreError> {
+    let mut config = config.clone();
+    for o in store.key_overrides(warehouse).await? {
         let name = TableName {
             schema: Some(o.schema.clone()),
             name: o.table.clone(),

@@ -748,3 +748,52 @@ fn audit_save_records_cli_runs_into_the_history_serve_shows() {
         assert_eq!(ids, vec![5, 4, 1]);
     });
 }
+
+#[test]
+fn audit_save_uses_the_keys_confirmed_in_the_web_app() {
+    let dir = TempDir::new();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(natkey::demo::create_demo_warehouse(
+        &dir.0.join("dw.sqlite"),
+    ))
+    .expect("demo warehouse");
+    let config = format!(
+        "{}\n[[warehouse]]\nname = \"dw\"\nurl = \"sqlite://./dw.sqlite\"\n\n\
+         [store]\npath = \"history/natkey.db\"\n",
+        natkey::demo::DEMO_CONFIG
+    );
+    std::fs::write(dir.0.join("natkey.toml"), config).expect("write config");
+    // Someone confirmed a key for daily_orders on the table page.
+    rt.block_on(async {
+        let store = Store::open(&dir.0.join("history/natkey.db"))
+            .await
+            .expect("store");
+        store
+            .set_key_override("dw", "main", "daily_orders", &["order_id".into()], None)
+            .await
+            .expect("override");
+    });
+    let key_of = |report: &Value| {
+        let table = report["tables"]
+            .as_array()
+            .expect("tables")
+            .iter()
+            .find(|t| t["name"] == "daily_orders")
+            .expect("daily_orders")
+            .clone();
+        (
+            table["natural_key"]["columns"].clone(),
+            table["natural_key"]["source"].clone(),
+        )
+    };
+    let args = ["audit", "--warehouse", "dw", "--format", "json"];
+    let unsaved = natkey(&dir.0, &args, &[]);
+    assert_eq!(unsaved.code, 1, "{}", unsaved.describe());
+    assert_ne!(key_of(&unsaved.json()).0, serde_json::json!(["order_id"]));
+    let saved = natkey(&dir.0, &[&args[..], &["--save"]].concat(), &[]);
+    assert_eq!(saved.code, 1, "{}", saved.describe());
+    assert_eq!(
+        key_of(&saved.json()),
+        (serde_json::json!(["order_id"]), serde_json::json!("config"))
+    );
+}
