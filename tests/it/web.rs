@@ -941,3 +941,89 @@ async fn empty_states_tell_a_clean_audit_from_duplicates_that_inflate_no_measure
     let run = get(&state, &format!("/runs/{id}")).await.html();
     assert!(says_no_double_count(&run));
 }
+
+#[tokio::test]
+async fn bad_path_and_query_parameters_of_the_api_answer_in_json() {
+    let dir = TempDir::new();
+    let state = demo_state(&dir.0).await;
+    for path in [
+        "/api/runs/abc",
+        "/api/runs/99999999999999999999999",
+        "/api/runs/abc/plans.sql",
+    ] {
+        let answer = get(&state, path).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(
+            answer.headers[header::CONTENT_TYPE],
+            "application/json",
+            "{path}"
+        );
+        let error = answer.json()["error"].as_str().map(str::to_string);
+        assert!(
+            error.is_some_and(|e| !e.is_empty()),
+            "{path}: {}",
+            answer.body
+        );
+    }
+    // Pages keep their HTML error page.
+    let page = get(&state, "/runs/abc").await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(!page.body.trim_start().starts_with('{'));
+}
+
+#[tokio::test]
+async fn behind_a_proxy_that_rewrites_host_the_public_origin_may_post() {
+    let dir = TempDir::new();
+    let path = dir.0.join("w.sqlite");
+    natkey::demo::create_demo_warehouse(&path)
+        .await
+        .expect("demo");
+    let config = Config::parse(
+        "[server]\npublic_origin = \"https://natkey.example.com/\"\n",
+        Path::new("natkey.toml"),
+    )
+    .expect("config");
+    let auth = natkey::web::auth_from_config(&config).expect("auth settings");
+    assert_eq!(
+        auth.public_origin.as_deref(),
+        Some("https://natkey.example.com")
+    );
+    let state = state_for(
+        &dir.0,
+        "demo",
+        &format!("sqlite://{}", path.display()),
+        config,
+        auth,
+    )
+    .await;
+    // The proxy forwards to 127.0.0.1:8080 with that as Host; the browser's Origin is public.
+    let post = |origin: &'static str| {
+        let state = state.clone();
+        async move {
+            let req = Request::post("/warehouses/demo/runs")
+                .header(header::HOST, "127.0.0.1:8080")
+                .header(header::ORIGIN, origin)
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::empty())
+                .expect("request");
+            send(&state, req).await
+        }
+    };
+    let ours = post("https://natkey.example.com").await;
+    assert_eq!(ours.status, StatusCode::SEE_OTHER, "{}", ours.body);
+    assert!(
+        ours.headers[header::LOCATION]
+            .to_str()
+            .is_ok_and(|l| l.starts_with("/runs/"))
+    );
+    let theirs = post("https://evil.example.com").await;
+    assert_eq!(theirs.status, StatusCode::FORBIDDEN);
+    // A public origin with a path is refused when natkey starts.
+    let bad = Config::parse(
+        "[server]\npublic_origin = \"natkey.example.com/app\"\n",
+        Path::new("natkey.toml"),
+    )
+    .expect("config");
+    let error = natkey::web::auth_from_config(&bad).expect_err("refused");
+    assert!(error.contains("public_origin"), "{error}");
+}
