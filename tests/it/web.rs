@@ -589,6 +589,23 @@ async fn a_hostile_table_name_renders_as_text_in_pages_json_and_file_names() {
     let names = texts(&run.html(), "table#tables tbody td:first-child a");
     let hostile = format!("{}.{}", fixtures::HOSTILE_SCHEMA, fixtures::HOSTILE_TABLE);
     assert!(names.contains(&hostile), "{names:?}");
+    // The schema filter lists exactly the tables of the schema it names, hostile names too.
+    for schema in ["sales", fixtures::HOSTILE_SCHEMA] {
+        let query: String = url::form_urlencoded::byte_serialize(schema.as_bytes()).collect();
+        let page = get(&state, &format!("/runs/{id}?schema={query}"))
+            .await
+            .html();
+        let listed = texts(&page, "table#tables tbody td:first-child a");
+        let expected: Vec<String> = names
+            .iter()
+            .filter(|n| n.starts_with(&format!("{schema}.")))
+            .cloned()
+            .collect();
+        assert!(!expected.is_empty(), "{schema}: {names:?}");
+        assert_eq!(listed, expected, "{schema}");
+        let selected = texts(&page, "select[name=schema] option[selected]");
+        assert_eq!(selected, vec![schema.to_string()]);
+    }
 
     let page = get(&state, &format!("/runs/{id}/tables/{index}")).await;
     assert_eq!(page.status, StatusCode::OK);
@@ -793,16 +810,17 @@ async fn a_running_audit_shows_live_progress_and_a_restart_marks_it_interrupted(
     assert!(texts(&overview, "section.warehouse p.error-message")[0].contains("interrupted"));
 }
 
-/// Starts `natkey serve` and returns it with the URL it printed.
-fn spawn_serve(dir: &Path, config: &Path) -> (std::process::Child, String) {
+/// Starts `natkey serve` on `bind` and returns it with the URL it printed; its stderr goes to
+/// `serve-stderr.log` in `dir`.
+fn spawn_serve(dir: &Path, config: &Path, bind: &str) -> (std::process::Child, String) {
     use std::io::{BufRead, BufReader};
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_natkey"))
         .current_dir(dir)
         .args(["serve", "--config"])
         .arg(config)
-        .args(["--bind", "127.0.0.1:0"])
+        .args(["--bind", bind])
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("serve-stderr.log")).expect("stderr file"))
         .spawn()
         .expect("natkey serve starts");
     let stdout = child.stdout.take().expect("stdout");
@@ -840,7 +858,7 @@ async fn natkey_serve_reads_its_config_and_starts_twice_on_the_same_store() {
         .build()
         .into();
     for round in 0..2 {
-        let (mut child, url) = spawn_serve(&dir.0, &config);
+        let (mut child, url) = spawn_serve(&dir.0, &config, "127.0.0.1:0");
         let answer: Result<Value, String> = (|| {
             let mut r = agent
                 .get(&format!("{url}/api/warehouses"))
@@ -856,6 +874,19 @@ async fn natkey_serve_reads_its_config_and_starts_twice_on_the_same_store() {
     assert!(
         dir.0.join("state/natkey.db").is_file(),
         "the store lives where [store] says"
+    );
+    let stderr = std::fs::read_to_string(dir.0.join("serve-stderr.log")).expect("stderr");
+    assert!(!stderr.contains("without access control"), "{stderr}");
+
+    // Reachable from other machines without auth: natkey says so when it starts.
+    let (mut child, _) = spawn_serve(&dir.0, &config, "0.0.0.0:0");
+    let _ = child.kill();
+    let _ = child.wait();
+    let stderr = std::fs::read_to_string(dir.0.join("serve-stderr.log")).expect("stderr");
+    assert!(
+        stderr.contains("warning: serving on 0.0.0.0:")
+            && stderr.contains("without access control"),
+        "{stderr}"
     );
 }
 
