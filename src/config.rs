@@ -80,6 +80,9 @@ pub struct ServerSettings {
     /// For `auth = "proxy"`: the proxy addresses trusted to set that header (IP addresses).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// The address people open natkey at behind a reverse proxy that rewrites `Host`
+    /// (`https://natkey.example.com`): accepted as the `Origin` of page POSTs.
+    pub public_origin: Option<String>,
 }
 
 /// Who may use `natkey serve`.

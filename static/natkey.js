@@ -59,7 +59,10 @@ function tabs() {
   var wanted = window.location.hash.slice(1);
   var first = nav.querySelector("a.tab");
   var audited = Array.prototype.find.call(links, function (a) { return a.textContent.indexOf("✓") >= 0; });
-  var start = document.getElementById(wanted) ? wanted : (audited || first).getAttribute("data-tab");
+  // Only a tab panel's id selects a tab: a hash naming another element (#samples) would
+  // otherwise hide every panel.
+  var isPanel = Array.prototype.some.call(panels, function (p) { return p.id === wanted; });
+  var start = isPanel ? wanted : (audited || first).getAttribute("data-tab");
   show(start);
   document.body.classList.add("tabs-ready");
 }

@@ -136,6 +136,13 @@ pub async fn audit(args: AuditArgs) -> Result<ExitCode, String> {
             Some((store, name))
         }
     };
+    // A run recorded in the history uses the keys confirmed in the web app, as serve's runs do.
+    let config = match &save {
+        Some((store, name)) => natkey::web::config_with_key_overrides(&config, store, name)
+            .await
+            .map_err(|e| e.to_string())?,
+        None => config,
+    };
     let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let result = run_audit(
         &url,

@@ -61,6 +61,9 @@ pub async fn run_server(
         config: config.clone(),
     });
     let state = AppState::new(store.clone(), config, warehouses, auth, Some(analyzer));
+    // Renews this process's lease on the store (so other processes sharing it leave its runs
+    // alone) and sweeps the runs of processes that are gone.
+    tokio::spawn(store.clone().keep_alive());
     if let Some(name) = audit_first {
         audit_and_wait(&state, &store, name).await?;
     }

@@ -467,7 +467,10 @@ impl<L: NotificationLedger> Notifier<L> {
     }
 
     /// Re-sends every notification the ledger holds as `pending` (natkey stopped between a
-    /// call and its ledger update, or while waiting to retry), with the same key and body.
+    /// call and its ledger update, or while waiting to retry), with the same key and body. A
+    /// row whose target is no longer in `targets` (removed from natkey.toml) is marked failed
+    /// ("target no longer configured"), so it stops blocking retention, and the other rows are
+    /// still re-sent.
     pub async fn resend_pending(
         &self,
         targets: &[Target],
@@ -475,10 +478,24 @@ impl<L: NotificationLedger> Notifier<L> {
         let mut out = Vec::new();
         for row in self.ledger.pending().await? {
             let Some(target) = targets.iter().find(|t| t.name == row.target) else {
-                return Err(NotifyError::UnknownTarget {
-                    key: row.key,
-                    target: row.target,
-                });
+                let error = format!("target {:?} no longer configured", row.target);
+                tracing::warn!(key = %row.key, "notification not re-sent: {error}");
+                self.ledger
+                    .update(
+                        &row.key,
+                        NotificationStatus::Failed,
+                        Some(&error),
+                        self.clock.now(),
+                    )
+                    .await?;
+                out.push((
+                    row.key,
+                    Delivery::Failed {
+                        attempts: row.attempts,
+                        error,
+                    },
+                ));
+                continue;
             };
             let key = row.key.clone();
             out.push((key, self.deliver(target, row).await?));

@@ -410,7 +410,8 @@ pub enum Tick {
 pub struct Scheduler<L, C> {
     ledger: L,
     clock: C,
-    /// Who claims: recorded with each run (`host:pid` in `natkey serve`).
+    /// Who claims: recorded with each run (in `natkey serve`, the store's instance id, whose
+    /// lease tells other processes whether the claim is still alive).
     owner: String,
     started_at: DateTime<Utc>,
 }

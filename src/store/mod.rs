@@ -16,9 +16,11 @@ use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
 use crate::audit::report::Report;
 
 mod history;
+mod lease;
 
 use history::write_run_tables;
 pub use history::{LatestRun, MetricsSnapshot, TableTrendPoint};
+pub use lease::{HEARTBEAT, LEASE, Swept, host_name};
 
 /// A failure of natkey's own store, with the file it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +31,12 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("natkey's store holds an unreadable report for run {run}: {message}")]
     BadReport { run: i64, message: String },
+    /// The run is no longer this process's to change: it already ended, or another natkey
+    /// marked it interrupted because this process's lease had expired.
+    #[error(
+        "audit run {run} is no longer running under this natkey ({status}); its outcome is not recorded"
+    )]
+    NotOwner { run: i64, status: String },
 }
 
 /// Where a run is in its life. `Interrupted`: it was queued or running when natkey stopped.
@@ -139,10 +147,12 @@ pub struct KeyOverride {
     pub updated_by: Option<String>,
 }
 
-/// The store: a small pool of SQLite connections.
+/// The store: a small pool of SQLite connections, and the instance this process is
+/// recorded as (the owner of the runs it starts).
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    instance: std::sync::Arc<lease::Instance>,
 }
 
 const RUN_COLUMNS: &str = "id, warehouse, status, trigger, schedule, created_at, started_at, \
@@ -170,6 +180,11 @@ fn migrator() -> Migrator {
             "schedules",
             include_str!("../../migrations/20261204000001_schedules.sql"),
         ),
+        migration(
+            20261205000001,
+            "instances",
+            include_str!("../../migrations/20261205000001_instances.sql"),
+        ),
     ])
 }
 
@@ -178,8 +193,9 @@ pub fn now() -> String {
 }
 
 impl Store {
-    /// Opens (creating and migrating) the store at `path`, then marks the runs a previous
-    /// process left queued or running as `interrupted`.
+    /// Opens (creating and migrating) the store at `path`, registers this process as an
+    /// instance with a lease, then marks the runs and slots of processes that are gone as
+    /// `interrupted` ([`Store::sweep`]); runs of other live processes are left alone.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
         let open_error = |message: String| StoreError::Open {
             path: path.display().to_string(),
@@ -204,8 +220,13 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|e| open_error(format!("migrating: {e}")))?;
-        let store = Store { pool };
-        store.mark_interrupted().await?;
+        let store = Store {
+            pool,
+            instance: std::sync::Arc::new(lease::Instance::this_process()),
+        };
+        let now = chrono::Utc::now();
+        store.heartbeat(now).await?;
+        store.sweep(now).await?;
         Ok(store)
     }
 
@@ -215,27 +236,21 @@ impl Store {
         &self.pool
     }
 
-    async fn mark_interrupted(&self) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE runs SET status = 'interrupted', finished_at = ?, \
-             error = 'natkey stopped while this audit ran' \
-             WHERE status IN ('queued', 'running')",
-        )
-        .bind(now())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
-    }
-
-    /// Queues an audit of `warehouse`, or returns the one already queued or running (a second
-    /// click joins the first). The bool says whether a new run was created.
+    /// Queues an audit of `warehouse` owned by this process, or returns the one already queued
+    /// or running (a second click joins the first). The bool says whether a new run was
+    /// created. One `BEGIN IMMEDIATE` transaction: concurrent calls queue one after the other,
+    /// so the second always sees the first's run; runs of gone processes are swept first, so
+    /// nobody joins a dead run.
     pub async fn queue_run(
         &self,
         warehouse: &str,
         trigger: RunTrigger,
         schedule: Option<&str>,
     ) -> Result<(i64, bool), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let at = chrono::Utc::now();
+        self.renew_lease(&mut tx, at).await?;
+        self.sweep_on(&mut tx, at).await?;
         let existing: Option<i64> = sqlx::query_scalar(
             "SELECT id FROM runs WHERE warehouse = ? AND status IN ('queued', 'running')",
         )
@@ -246,26 +261,44 @@ impl Store {
             return Ok((id, false));
         }
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO runs (warehouse, status, trigger, schedule, created_at) \
-             VALUES (?, 'queued', ?, ?, ?) RETURNING id",
+            "INSERT INTO runs (warehouse, status, trigger, schedule, created_at, owner) \
+             VALUES (?, 'queued', ?, ?, ?, ?) RETURNING id",
         )
         .bind(warehouse)
         .bind(trigger.as_str())
         .bind(schedule)
         .bind(now())
+        .bind(self.instance())
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok((id, true))
     }
 
+    /// Marks this process's queued run `running`.
     pub async fn mark_running(&self, id: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE runs SET status = 'running', started_at = ? WHERE id = ?")
-            .bind(now())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'running', started_at = ? \
+             WHERE id = ? AND status = 'queued' AND owner = ?",
+        )
+        .bind(now())
+        .bind(id)
+        .bind(self.instance())
+        .execute(&self.pool)
+        .await?;
+        self.owned(id, done.rows_affected()).await
+    }
+
+    /// `Ok` when an update guarded by status and owner changed the run; otherwise why not.
+    async fn owned(&self, id: i64, rows_affected: u64) -> Result<(), StoreError> {
+        if rows_affected > 0 {
+            return Ok(());
+        }
+        let status = match self.run(id).await? {
+            Some(run) => run.status.as_str().to_string(),
+            None => "no such run".into(),
+        };
+        Err(StoreError::NotOwner { run: id, status })
     }
 
     pub async fn record_progress(
@@ -288,22 +321,19 @@ impl Store {
         Ok(())
     }
 
-    /// Stores the report and marks the run succeeded, in one transaction.
+    /// Stores the report and marks the run succeeded, in one transaction: only while the run
+    /// is still active and owned by this process (a run another natkey marked interrupted
+    /// keeps that status, and gets no report).
     pub async fn finish_run(&self, id: i64, report: &Report) -> Result<(), StoreError> {
         let json = serde_json::to_string(report).map_err(|e| StoreError::BadReport {
             run: id,
             message: e.to_string(),
         })?;
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT OR REPLACE INTO reports (run_id, json) VALUES (?, ?)")
-            .bind(id)
-            .bind(json)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let done = sqlx::query(
             "UPDATE runs SET status = 'succeeded', finished_at = ?, current_table = NULL, \
              tables_done = ?, tables_total = ?, tables = ?, with_duplicates = ?, excess_rows = ? \
-             WHERE id = ?",
+             WHERE id = ? AND status IN ('queued', 'running') AND owner = ?",
         )
         .bind(now())
         .bind(report.tables.len() as i64)
@@ -312,24 +342,36 @@ impl Store {
         .bind(report.summary.with_duplicates as i64)
         .bind(report.summary.excess_rows)
         .bind(id)
+        .bind(self.instance())
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() == 0 {
+            drop(tx);
+            return self.owned(id, 0).await;
+        }
+        sqlx::query("INSERT OR REPLACE INTO reports (run_id, json) VALUES (?, ?)")
+            .bind(id)
+            .bind(json)
+            .execute(&mut *tx)
+            .await?;
         write_run_tables(&mut tx, id, report).await?;
         tx.commit().await?;
         Ok(())
     }
 
+    /// Marks this process's active run failed with `error` (same guard as `finish_run`).
     pub async fn fail_run(&self, id: i64, error: &str) -> Result<(), StoreError> {
-        sqlx::query(
+        let done = sqlx::query(
             "UPDATE runs SET status = 'failed', finished_at = ?, current_table = NULL, error = ? \
-             WHERE id = ?",
+             WHERE id = ? AND status IN ('queued', 'running') AND owner = ?",
         )
         .bind(now())
         .bind(error)
         .bind(id)
+        .bind(self.instance())
         .execute(&self.pool)
         .await?;
-        Ok(())
+        self.owned(id, done.rows_affected()).await
     }
 
     pub async fn run(&self, id: i64) -> Result<Option<Run>, StoreError> {
@@ -464,22 +506,118 @@ mod tests {
         dir.join("natkey.db")
     }
 
+    fn empty_report() -> Report {
+        serde_json::from_str(
+            r#"{"natkey_report": 1, "warehouse": "sqlite://dw", "dialect": "sqlite",
+                "server_version": "3", "started_at": "x", "finished_at": "y",
+                "summary": {"tables": 0, "with_duplicates": 0, "excess_rows": 0, "errors": 0},
+                "tables": []}"#,
+        )
+        .expect("a report")
+    }
+
+    /// Ends the lease of `store`'s instance, as if its process had stopped a while ago.
+    async fn expire_lease(store: &Store) {
+        sqlx::query("UPDATE instances SET lease_until = '2026-01-01T00:00:00Z' WHERE id = ?")
+            .bind(store.instance())
+            .execute(store.pool())
+            .await
+            .expect("expire the lease");
+    }
+
     #[tokio::test]
-    async fn a_restart_marks_unfinished_runs_interrupted_and_a_second_click_joins_the_first() {
-        let path = temp_path("restart");
-        let store = Store::open(&path).await.expect("opens");
+    async fn a_second_store_on_the_same_file_leaves_a_live_run_alone_and_joins_it() {
+        let path = temp_path("live");
+        let a = Store::open(&path).await.expect("opens");
         let manual = RunTrigger::Manual;
-        let (first, created) = store.queue_run("dw", manual, None).await.expect("queues");
+        let (run, created) = a.queue_run("dw", manual, None).await.expect("queues");
         assert!(created);
-        let (again, created) = store.queue_run("dw", manual, None).await.expect("queues");
-        assert_eq!((again, created), (first, false));
-        store.mark_running(first).await.expect("runs");
-        drop(store);
-        let store = Store::open(&path).await.expect("reopens");
-        let run = store.run(first).await.expect("reads").expect("exists");
+        let (again, created) = a.queue_run("dw", manual, None).await.expect("queues");
+        assert_eq!((again, created), (run, false));
+        a.mark_running(run).await.expect("runs");
+        // Another natkey (a second serve, `audit --save`) opens the same store.
+        let b = Store::open(&path).await.expect("opens again");
+        let seen = b.run(run).await.expect("reads").expect("exists");
+        assert_eq!(seen.status, RunStatus::Running);
+        assert_eq!(
+            b.sweep(chrono::Utc::now()).await.expect("sweeps"),
+            Swept::default()
+        );
+        let (joined, created) = b.queue_run("dw", manual, None).await.expect("queues");
+        assert_eq!((joined, created), (run, false), "B joins A's audit");
+        // Only the owner records the outcome.
+        assert!(matches!(
+            b.finish_run(run, &empty_report()).await,
+            Err(StoreError::NotOwner { .. })
+        ));
+        a.finish_run(run, &empty_report())
+            .await
+            .expect("A finishes");
+        let done = b.run(run).await.expect("reads").expect("exists");
+        assert_eq!(done.status, RunStatus::Succeeded);
+        let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+    }
+
+    #[tokio::test]
+    async fn a_run_whose_owner_lease_expired_is_interrupted_and_its_late_outcome_refused() {
+        let path = temp_path("stale");
+        let a = Store::open(&path).await.expect("opens");
+        let manual = RunTrigger::Manual;
+        let (run, _) = a.queue_run("dw", manual, None).await.expect("queues");
+        a.mark_running(run).await.expect("runs");
+        expire_lease(&a).await;
+        let b = Store::open(&path).await.expect("opens again");
+        let seen = b.run(run).await.expect("reads").expect("exists");
+        assert_eq!(seen.status, RunStatus::Interrupted);
+        assert_eq!(
+            seen.error.as_deref(),
+            Some("natkey stopped while this audit ran")
+        );
+        // A was only frozen: its late outcome does not overwrite the interruption.
+        let late = a.fail_run(run, "late").await;
+        assert!(matches!(late, Err(StoreError::NotOwner { .. })), "{late:?}");
+        let late = a.finish_run(run, &empty_report()).await;
+        assert!(matches!(late, Err(StoreError::NotOwner { .. })), "{late:?}");
+        assert_eq!(
+            b.run(run).await.expect("reads").expect("exists").status,
+            RunStatus::Interrupted
+        );
+        assert!(b.report(run).await.expect("reads").is_none());
+        let (next, created) = b.queue_run("dw", manual, None).await.expect("queues");
+        assert!(created && next != run);
+        let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+    }
+
+    #[tokio::test]
+    async fn a_run_of_a_dead_process_on_this_host_is_interrupted_at_once() {
+        let path = temp_path("dead");
+        let store = Store::open(&path).await.expect("opens");
+        let mut child = std::process::Command::new("true").spawn().expect("spawns");
+        let dead_pid = child.id();
+        child.wait().expect("ends");
+        // Its lease would still run for an hour: the dead pid is what tells.
+        let lease = chrono::Utc::now() + chrono::TimeDelta::hours(1);
+        sqlx::query(
+            "INSERT INTO instances (id, host, pid, started_at, heartbeat_at, lease_until) \
+             VALUES ('gone', ?1, ?2, ?3, ?3, ?3)",
+        )
+        .bind(host_name())
+        .bind(i64::from(dead_pid))
+        .bind(crate::schedule::slot_text(lease))
+        .execute(store.pool())
+        .await
+        .expect("instance");
+        sqlx::query(
+            "INSERT INTO runs (id, warehouse, status, created_at, owner) \
+             VALUES (7, 'dw', 'running', '2026-12-01T01:00:00Z', 'gone')",
+        )
+        .execute(store.pool())
+        .await
+        .expect("run");
+        let swept = store.sweep(chrono::Utc::now()).await.expect("sweeps");
+        assert_eq!(swept.runs, 1);
+        let run = store.run(7).await.expect("reads").expect("exists");
         assert_eq!(run.status, RunStatus::Interrupted);
-        let (next, created) = store.queue_run("dw", manual, None).await.expect("queues");
-        assert!(created && next != first);
         let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
     }
 
@@ -561,13 +699,7 @@ mod tests {
     async fn retention_keeps_the_latest_runs_the_latest_success_and_pending_notifications() {
         let path = temp_path("retention");
         let store = Store::open(&path).await.expect("opens");
-        let report: Report = serde_json::from_str(
-            r#"{"natkey_report": 1, "warehouse": "sqlite://dw", "dialect": "sqlite",
-                "server_version": "3", "started_at": "x", "finished_at": "y",
-                "summary": {"tables": 0, "with_duplicates": 0, "excess_rows": 0, "errors": 0},
-                "tables": []}"#,
-        )
-        .expect("a report");
+        let report = empty_report();
         let ok = store.record_cli_run("dw", None, "2026-12-01T01:00:00Z", Ok(&report));
         let succeeded = ok.await.expect("run 1");
         let mut failed = Vec::new();

@@ -139,3 +139,35 @@ pub async fn not_found(uri: axum::http::Uri) -> Response {
         WebError::NotFound("there is no page here".into()).into_response()
     }
 }
+
+/// Extractor rejections (a `Path`, `Query` or `Json` that does not parse: `/api/runs/abc`)
+/// answer in axum's plain text; on `/api` routes they are turned into the JSON twin, so every
+/// API error is `{"error": "..."}` as the README says.
+pub async fn api_rejections_as_json(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let is_api = request.uri().path().starts_with("/api/");
+    let response = next.run(request).await;
+    let plain_text = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !is_api || !plain_text || !response.status().is_client_error() {
+        return response;
+    }
+    let status = response.status();
+    let text = match axum::body::to_bytes(response.into_body(), 64 * 1024).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(_) => status
+            .canonical_reason()
+            .unwrap_or("bad request")
+            .to_string(),
+    };
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError(WebError::TooLarge).into_response();
+    }
+    // The rejection's own status stays (400, or 422 for a JSON body of the wrong shape).
+    (status, Json(serde_json::json!({ "error": text }))).into_response()
+}

@@ -40,7 +40,7 @@ use crate::warehouse::WarehouseUrl;
 pub use self::error::WebError;
 pub use self::nightly::{NightlyAudits, schedules_from_config};
 pub use self::rewrite::{NatkeyRewriter, RewriteOutcome, TaskAnalyzer};
-pub use self::runs::{RunRequest, start_run, start_run_with};
+pub use self::runs::{RunRequest, config_with_key_overrides, start_run, start_run_with};
 
 /// The largest request body natkey accepts (a pasted task SQL is far smaller).
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
@@ -64,6 +64,9 @@ pub struct AuthSettings {
     pub proxy_header: String,
     /// Proxy addresses trusted to set it.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// `[server] public_origin`, normalised (`https://natkey.example.com`): an `Origin` page
+    /// POSTs may carry besides the request's own `Host`.
+    pub public_origin: Option<String>,
 }
 
 /// Progress of a running audit, kept in memory for the live page (the store has it too).
@@ -230,6 +233,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/static/{file}", get(assets::serve))
         .fallback(error::not_found)
+        .layer(axum::middleware::from_fn(error::api_rejections_as_json))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             security::guard,
@@ -268,6 +272,11 @@ pub fn auth_from_config(config: &Config) -> Result<AuthSettings, String> {
             .clone()
             .unwrap_or_else(|| "X-Forwarded-User".into()),
         trusted_proxies: Vec::new(),
+        public_origin: server
+            .public_origin
+            .as_deref()
+            .map(security::parse_public_origin)
+            .transpose()?,
     };
     match server.auth {
         AuthMode::None => {}

@@ -18,9 +18,7 @@ use super::runs::{RunRequest, start_run_with};
 use crate::notify::sqlite_ledger::SqliteNotificationLedger;
 use crate::notify::{Delivery, Notification, Notifier, RetryPolicy, Target};
 use crate::schedule::sqlite_ledger::SqliteRunLedger;
-use crate::schedule::{
-    Clock, RunLedger, RunStatus as SlotStatus, Schedule, ScheduledRun, Scheduler, Tick,
-};
+use crate::schedule::{Clock, RunStatus as SlotStatus, Schedule, ScheduledRun, Scheduler, Tick};
 use crate::store::{Run, RunStatus, RunTrigger};
 
 /// How often a finished audit is looked for, and the longest pause between two ticks.
@@ -48,33 +46,6 @@ pub struct SlotOutcome {
     pub notifications: Vec<(String, Delivery)>,
 }
 
-/// Who claims slots: this host and process, so a later start can tell its own dead runs.
-pub fn owner_name() -> String {
-    format!("{}:{}", host_name(), std::process::id())
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
-
-/// Whether the process that claimed a slot is gone: on this host, its pid no longer exists.
-/// A claim of another host is never judged (natkey cannot see that host's processes).
-fn owner_is_gone(owner: &str) -> bool {
-    let Some((host, pid)) = owner.rsplit_once(':') else {
-        return false;
-    };
-    if host != host_name() || pid == std::process::id().to_string() {
-        return false;
-    }
-    let proc_root = std::path::Path::new("/proc");
-    proc_root.join("self").exists() && !proc_root.join(pid).exists()
-}
-
 impl NightlyAudits {
     /// A scheduler over the app's store, schedules and targets, on `clock`.
     pub fn new(state: AppState, clock: Arc<dyn Clock>, policy: RetryPolicy) -> Self {
@@ -84,7 +55,8 @@ impl NightlyAudits {
             scheduler: Scheduler::new(
                 SqliteRunLedger::new(pool.clone()),
                 clock.clone(),
-                owner_name(),
+                // Slots are owned like audit runs: by this process's lease in the store.
+                state.inner.store.instance(),
             ),
             notifier: Notifier::new(SqliteNotificationLedger::new(pool), clock, policy),
             keep_runs,
@@ -92,39 +64,11 @@ impl NightlyAudits {
         }
     }
 
-    /// Start-up chores: slots whose claiming process died (on this host) are marked
-    /// `interrupted`, and notifications a previous process left pending are re-sent with
-    /// their idempotency keys.
+    /// Start-up chores: slots whose claiming process is gone are marked `interrupted`, slots
+    /// whose audit run ended are released (see [`NightlyAudits::release`]), and notifications
+    /// a previous process left pending are re-sent with their idempotency keys.
     pub async fn recover(&self) {
-        let now = self.scheduler.clock().now();
-        for schedule in &self.state.inner.schedules {
-            let runs = match self.scheduler.ledger().runs(&schedule.name).await {
-                Ok(runs) => runs,
-                Err(e) => {
-                    tracing::error!("schedule {:?}: {e}", schedule.name);
-                    continue;
-                }
-            };
-            for run in runs
-                .iter()
-                .filter(|r| r.status == SlotStatus::Running && owner_is_gone(&r.owner))
-            {
-                let reason = "natkey stopped while this scheduled audit ran";
-                match self
-                    .scheduler
-                    .ledger()
-                    .finish(run.id, SlotStatus::Interrupted, Some(reason), now)
-                    .await
-                {
-                    Ok(()) => eprintln!(
-                        "natkey: schedule {:?}: the run of {} was interrupted by a restart",
-                        schedule.name,
-                        schedule.local(run.scheduled_for)
-                    ),
-                    Err(e) => tracing::error!("schedule {:?}: {e}", schedule.name),
-                }
-            }
-        }
+        self.release().await;
         match self
             .notifier
             .resend_pending(&self.state.inner.targets)
@@ -141,6 +85,7 @@ impl NightlyAudits {
     /// One pass over every schedule that is not paused: claims the due slots and starts their
     /// audits. Each returned task ends when its run is recorded and notified.
     pub async fn tick(self: &Arc<Self>) -> Vec<JoinHandle<SlotOutcome>> {
+        self.release().await;
         let paused = match self.state.inner.store.paused_schedules().await {
             Ok(paused) => paused,
             Err(e) => {
@@ -172,6 +117,26 @@ impl NightlyAudits {
             }
         }
         started
+    }
+
+    /// Frees schedules from slots that would otherwise stay `running` for ever: slots (and
+    /// audit runs) whose owning process is gone — its lease expired, or it ran on this host and
+    /// its pid is dead — become `interrupted`, and slots whose linked audit run has ended take
+    /// that run's outcome.
+    async fn release(&self) {
+        let store = &self.state.inner.store;
+        let now = self.scheduler.clock().now();
+        match store.sweep(chrono::Utc::now()).await {
+            Ok(swept) if swept.slots > 0 => eprintln!(
+                "natkey: {} scheduled run(s) of a stopped natkey marked interrupted",
+                swept.slots
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::error!("sweeping runs of stopped processes: {e}"),
+        }
+        if let Err(e) = store.release_ended_slots(now).await {
+            tracing::error!("releasing scheduled runs whose audit ended: {e}");
+        }
     }
 
     /// Ticks until the process ends: at the next slot, and at least every 20 seconds.

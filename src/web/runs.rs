@@ -71,22 +71,59 @@ pub async fn start_run_with(state: &AppState, request: RunRequest) -> Result<i64
         .queue_run(&entry.name, request.trigger, request.schedule.as_deref())
         .await?;
     if created {
-        let state = state.clone();
+        let audit_state = state.clone();
         let handle = tokio::runtime::Handle::current();
         // The audit's progress callback is a plain `FnMut`, so the audit future is not `Send`:
         // it runs on a blocking thread that drives it to completion on the same runtime.
-        tokio::task::spawn_blocking(move || {
-            handle.block_on(execute(state, id, entry, request));
+        let audit = tokio::task::spawn_blocking(move || {
+            handle.block_on(execute(audit_state, id, entry, request));
         });
+        tokio::spawn(supervise(state.clone(), id, audit));
     }
     Ok(id)
+}
+
+/// Waits for the task that runs audit `id`. If it panicked (or was cancelled), the run is
+/// failed with a reason, instead of staying `running` for ever: a later "Audit now" would join
+/// the dead run and its schedule would stay busy.
+async fn supervise(state: AppState, id: i64, task: tokio::task::JoinHandle<()>) {
+    let Err(e) = task.await else {
+        return;
+    };
+    let reason = if e.is_panic() {
+        let payload = e.into_panic();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        format!("natkey crashed during this audit (a bug; please report it): {message}")
+    } else {
+        "the audit was cancelled".to_string()
+    };
+    tracing::error!("audit run {id}: {reason}");
+    if let Err(e) = state.inner.store.fail_run(id, &reason).await {
+        tracing::error!("audit run {id}: {e}");
+    }
+    lock(&state.inner.live).remove(&id);
 }
 
 /// The config an audit of `warehouse` uses: natkey.toml, with the keys people confirmed on the
 /// table page replacing (or adding) the `natural_key` of `[[table]]` entries.
 pub async fn audit_config(state: &AppState, warehouse: &str) -> Result<Config, WebError> {
-    let mut config = state.inner.config.clone();
-    for o in state.inner.store.key_overrides(warehouse).await? {
+    Ok(config_with_key_overrides(&state.inner.config, &state.inner.store, warehouse).await?)
+}
+
+/// `config` with the keys people confirmed on the table page for `warehouse` replacing (or
+/// adding) the `natural_key` of `[[table]]` entries: what every audit recorded in the store's
+/// history uses, from the web app's runner and from `natkey audit --save` alike.
+pub async fn config_with_key_overrides(
+    config: &Config,
+    store: &crate::store::Store,
+    warehouse: &str,
+) -> Result<Config, crate::store::StoreError> {
+    let mut config = config.clone();
+    for o in store.key_overrides(warehouse).await? {
         let name = TableName {
             schema: Some(o.schema.clone()),
             name: o.table.clone(),
@@ -691,4 +728,49 @@ pub async fn export_plans_api(
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
     Ok(plans(&state, id, q).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_audit_that_panics_ends_its_run_failed_with_the_reason() {
+        let dir = std::env::temp_dir().join(format!(
+            "natkey-panic-{}-{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+        ));
+        let store = crate::store::Store::open(&dir.join("natkey.db"))
+            .await
+            .expect("store opens");
+        let state = AppState::new(
+            store.clone(),
+            Config::default(),
+            Vec::new(),
+            super::super::AuthSettings::default(),
+            None,
+        );
+        let (id, _) = store
+            .queue_run("dw", RunTrigger::Manual, None)
+            .await
+            .expect("queued");
+        store.mark_running(id).await.expect("running");
+        let audit = tokio::task::spawn_blocking(|| panic!("index out of bounds in the scan"));
+        supervise(state, id, audit).await;
+        let run = store.run(id).await.expect("reads").expect("exists");
+        assert_eq!(run.status, RunStatus::Failed);
+        let error = run.error.expect("a reason");
+        assert!(error.contains("crashed"), "{error}");
+        assert!(error.contains("index out of bounds in the scan"), "{error}");
+        let (next, created) = store
+            .queue_run("dw", RunTrigger::Manual, None)
+            .await
+            .expect("queued");
+        assert!(
+            created && next != id,
+            "a new audit does not join the dead one"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

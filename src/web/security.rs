@@ -2,8 +2,9 @@
 //! and the security headers of every answer.
 //!
 //! CSRF: a strict Origin check. A POST must carry an `Origin` equal to the address it was sent
-//! to; a POST without `Origin` (scripts, `curl`) is accepted only as JSON or with a Bearer
-//! token, which a cross-site HTML form cannot send.
+//! to (its `Host`, or `[server] public_origin` behind a proxy that rewrites `Host`); a POST
+//! without `Origin` (scripts, `curl`) is accepted only as JSON or with a Bearer token, which a
+//! cross-site HTML form cannot send.
 
 use std::net::SocketAddr;
 
@@ -76,15 +77,37 @@ fn check(state: &AppState, req: &mut Request, _api: bool) -> Result<(), WebError
         return Err(WebError::TooLarge);
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        same_origin(req.headers())?;
+        same_origin(req.headers(), state.inner.auth.public_origin.as_deref())?;
     }
     let user = authenticate(state, req)?;
     req.extensions_mut().insert(CurrentUser(user));
     Ok(())
 }
 
+/// Reads `[server] public_origin`: `http(s)://host[:port]`, nothing after it (an `Origin`
+/// header never has a path), returned without a trailing slash.
+pub fn parse_public_origin(text: &str) -> Result<String, String> {
+    let bad = || {
+        format!(
+            "[server] public_origin = {text:?}: expected the address people open natkey at, \
+             like \"https://natkey.example.com\" (scheme and host, no path)"
+        )
+    };
+    let url = url::Url::parse(text.trim()).map_err(|_| bad())?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host_str().is_none()
+        || url.path() != "/"
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+    {
+        return Err(bad());
+    }
+    Ok(url.origin().ascii_serialization())
+}
+
 /// The strict Origin check (see the module doc).
-fn same_origin(headers: &HeaderMap) -> Result<(), WebError> {
+fn same_origin(headers: &HeaderMap, public_origin: Option<&str>) -> Result<(), WebError> {
     let cross = || {
         WebError::Forbidden(
             "this request came from another site; natkey only accepts changes made from its own \
@@ -103,8 +126,9 @@ fn same_origin(headers: &HeaderMap) -> Result<(), WebError> {
         .unwrap_or("");
     match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         Some(origin) => {
-            let ok = !host.is_empty()
-                && (origin == format!("http://{host}") || origin == format!("https://{host}"));
+            let ok = (!host.is_empty()
+                && (origin == format!("http://{host}") || origin == format!("https://{host}")))
+                || public_origin.is_some_and(|p| p.eq_ignore_ascii_case(origin));
             if ok { Ok(()) } else { Err(cross()) }
         }
         None => {

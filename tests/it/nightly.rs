@@ -379,6 +379,90 @@ async fn a_failed_slot_is_recorded_and_notified_the_next_runs_and_missed_slots_r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slots_left_running_by_a_gone_process_or_an_ended_run_are_released_and_the_next_runs() {
+    let Setup {
+        dir: _dir,
+        state,
+        clock,
+        nightly,
+        ..
+    } = setup("dw.sqlite", true).await;
+    let pool = state.inner.store.pool();
+    // A natkey in another container (another host name, PID 1, as this process might be)
+    // claimed the 00:00 slot and died; its lease ran out long ago.
+    sqlx::query(
+        "INSERT INTO instances (id, host, pid, started_at, heartbeat_at, lease_until) \
+         VALUES ('pod-a:1:1', 'pod-a', 1, '2026-12-01T00:00:00Z', '2026-12-01T00:00:00Z', \
+             '2026-12-01T00:01:00Z')",
+    )
+    .execute(pool)
+    .await
+    .expect("instance");
+    sqlx::query(
+        "INSERT INTO scheduled_runs (schedule, scheduled_for, status, owner, started_at) \
+         VALUES ('hourly-dw', '2026-12-01T00:00:00Z', 'running', 'pod-a:1:1', \
+             '2026-12-01T00:00:00Z')",
+    )
+    .execute(pool)
+    .await
+    .expect("slot");
+    let next = tick_at(
+        &nightly,
+        &clock,
+        utc(2026, 12, 1, 1, 0) + TimeDelta::seconds(3),
+    )
+    .await;
+    assert_eq!(next.len(), 1, "{next:?}");
+    assert_eq!(next[0].slot, utc(2026, 12, 1, 1, 0));
+    assert_eq!(next[0].status, SlotStatus::Succeeded, "{next:?}");
+    let status = |slot: &'static str| async move {
+        sqlx::query_scalar::<_, String>(
+            "SELECT status FROM scheduled_runs WHERE schedule = 'hourly-dw' AND scheduled_for = ?",
+        )
+        .bind(slot)
+        .fetch_one(pool)
+        .await
+        .expect("slot status")
+    };
+    assert_eq!(status("2026-12-01T00:00:00Z").await, "interrupted");
+
+    // A slot of this (live) process whose audit run ended while nothing waited for it.
+    let run: i64 = sqlx::query_scalar(
+        "INSERT INTO runs (warehouse, status, trigger, schedule, created_at, finished_at, error) \
+         VALUES ('dw', 'failed', 'schedule', 'hourly-dw', '2026-12-01T02:00:00Z', \
+             '2026-12-01T02:00:09Z', 'connection lost') RETURNING id",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("run");
+    sqlx::query(
+        "INSERT INTO scheduled_runs (schedule, scheduled_for, status, owner, started_at, run_id) \
+         VALUES ('hourly-dw', '2026-12-01T02:00:00Z', 'running', ?, '2026-12-01T02:00:00Z', ?)",
+    )
+    .bind(state.inner.store.instance())
+    .bind(run)
+    .execute(pool)
+    .await
+    .expect("slot");
+    let next = tick_at(
+        &nightly,
+        &clock,
+        utc(2026, 12, 1, 3, 0) + TimeDelta::seconds(3),
+    )
+    .await;
+    assert_eq!(next.len(), 1, "{next:?}");
+    assert_eq!(next[0].slot, utc(2026, 12, 1, 3, 0));
+    assert_eq!(status("2026-12-01T02:00:00Z").await, "failed");
+    let reason: Option<String> = sqlx::query_scalar(
+        "SELECT reason FROM scheduled_runs WHERE scheduled_for = '2026-12-01T02:00:00Z'",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("reason");
+    assert_eq!(reason.as_deref(), Some("connection lost"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_schedules_do_not_run_and_run_now_records_a_run_of_the_schedule() {
     let Setup {
         dir: _dir,
@@ -663,4 +747,53 @@ fn audit_save_records_cli_runs_into_the_history_serve_shows() {
             .collect();
         assert_eq!(ids, vec![5, 4, 1]);
     });
+}
+
+#[test]
+fn audit_save_uses_the_keys_confirmed_in_the_web_app() {
+    let dir = TempDir::new();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(natkey::demo::create_demo_warehouse(
+        &dir.0.join("dw.sqlite"),
+    ))
+    .expect("demo warehouse");
+    let config = format!(
+        "{}\n[[warehouse]]\nname = \"dw\"\nurl = \"sqlite://./dw.sqlite\"\n\n\
+         [store]\npath = \"history/natkey.db\"\n",
+        natkey::demo::DEMO_CONFIG
+    );
+    std::fs::write(dir.0.join("natkey.toml"), config).expect("write config");
+    // Someone confirmed a key for daily_orders on the table page.
+    rt.block_on(async {
+        let store = Store::open(&dir.0.join("history/natkey.db"))
+            .await
+            .expect("store");
+        store
+            .set_key_override("dw", "main", "daily_orders", &["order_id".into()], None)
+            .await
+            .expect("override");
+    });
+    let key_of = |report: &Value| {
+        let table = report["tables"]
+            .as_array()
+            .expect("tables")
+            .iter()
+            .find(|t| t["name"] == "daily_orders")
+            .expect("daily_orders")
+            .clone();
+        (
+            table["natural_key"]["columns"].clone(),
+            table["natural_key"]["source"].clone(),
+        )
+    };
+    let args = ["audit", "--warehouse", "dw", "--format", "json"];
+    let unsaved = natkey(&dir.0, &args, &[]);
+    assert_eq!(unsaved.code, 1, "{}", unsaved.describe());
+    assert_ne!(key_of(&unsaved.json()).0, serde_json::json!(["order_id"]));
+    let saved = natkey(&dir.0, &[&args[..], &["--save"]].concat(), &[]);
+    assert_eq!(saved.code, 1, "{}", saved.describe());
+    assert_eq!(
+        key_of(&saved.json()),
+        (serde_json::json!(["order_id"]), serde_json::json!("config"))
+    );
 }

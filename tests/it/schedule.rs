@@ -389,3 +389,55 @@ async fn a_kill_between_the_call_and_the_ledger_update_resends_with_the_same_key
         "nothing is left to re-send"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_notification_of_a_removed_target_fails_and_the_others_are_still_resent() {
+    let receiver = Arc::new(Receiver::default());
+    let url = start_receiver(receiver.clone()).await;
+    let kept = Target::new("data-oncall", &url, Format::Json).expect("target");
+    let removed = Target::new("old-channel", &url, Format::Json).expect("target");
+    let notifier = notifier(MemoryNotificationLedger::new());
+    // natkey stopped before either message went out: both rows are pending.
+    for (target, run) in [(&removed, 3), (&kept, 4)] {
+        let record = natkey::notify::NotificationRecord {
+            key: format!("natkey:{run}:{}", target.name),
+            run_id: run,
+            target: target.name.clone(),
+            status: NotificationStatus::Pending,
+            attempts: 0,
+            last_error: None,
+            body: failed_run(run).body(Format::Json, &format!("natkey:{run}:{}", target.name)),
+            created_at: utc(2026, 12, 3, 1, 0),
+            updated_at: utc(2026, 12, 3, 1, 0),
+        };
+        notifier.ledger().begin(&record).await.expect("pending row");
+    }
+    // "old-channel" was removed from natkey.toml before the restart.
+    let resent = notifier
+        .resend_pending(std::slice::from_ref(&kept))
+        .await
+        .expect("resend");
+    assert_eq!(resent.len(), 2, "{resent:?}");
+    assert_eq!(receiver.keys(), vec!["natkey:4:data-oncall"]);
+    let row = notifier
+        .ledger()
+        .get("natkey:3:old-channel")
+        .await
+        .expect("ledger")
+        .expect("row");
+    assert_eq!(row.status, NotificationStatus::Failed);
+    assert!(
+        row.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("no longer configured")),
+        "{row:?}"
+    );
+    assert!(
+        notifier
+            .ledger()
+            .pending()
+            .await
+            .expect("pending")
+            .is_empty()
+    );
+}

@@ -589,6 +589,23 @@ async fn a_hostile_table_name_renders_as_text_in_pages_json_and_file_names() {
     let names = texts(&run.html(), "table#tables tbody td:first-child a");
     let hostile = format!("{}.{}", fixtures::HOSTILE_SCHEMA, fixtures::HOSTILE_TABLE);
     assert!(names.contains(&hostile), "{names:?}");
+    // The schema filter lists exactly the tables of the schema it names, hostile names too.
+    for schema in ["sales", fixtures::HOSTILE_SCHEMA] {
+        let query: String = url::form_urlencoded::byte_serialize(schema.as_bytes()).collect();
+        let page = get(&state, &format!("/runs/{id}?schema={query}"))
+            .await
+            .html();
+        let listed = texts(&page, "table#tables tbody td:first-child a");
+        let expected: Vec<String> = names
+            .iter()
+            .filter(|n| n.starts_with(&format!("{schema}.")))
+            .cloned()
+            .collect();
+        assert!(!expected.is_empty(), "{schema}: {names:?}");
+        assert_eq!(listed, expected, "{schema}");
+        let selected = texts(&page, "select[name=schema] option[selected]");
+        assert_eq!(selected, vec![schema.to_string()]);
+    }
 
     let page = get(&state, &format!("/runs/{id}/tables/{index}")).await;
     assert_eq!(page.status, StatusCode::OK);
@@ -770,7 +787,13 @@ async fn a_running_audit_shows_live_progress_and_a_restart_marks_it_interrupted(
     assert_eq!(api["progress"]["current"], "main.daily_orders");
     assert_eq!(api["report"], Value::Null);
 
-    // natkey restarts: the store is opened again.
+    // natkey stops (its lease on the store runs out) and starts again: the store is opened
+    // again.
+    sqlx::query("UPDATE instances SET lease_until = '2026-01-01T00:00:00Z' WHERE id = ?")
+        .bind(store.instance())
+        .execute(store.pool())
+        .await
+        .expect("expire the lease");
     let reopened = Store::open(&dir.0.join("natkey.db"))
         .await
         .expect("reopens");
@@ -787,16 +810,17 @@ async fn a_running_audit_shows_live_progress_and_a_restart_marks_it_interrupted(
     assert!(texts(&overview, "section.warehouse p.error-message")[0].contains("interrupted"));
 }
 
-/// Starts `natkey serve` and returns it with the URL it printed.
-fn spawn_serve(dir: &Path, config: &Path) -> (std::process::Child, String) {
+/// Starts `natkey serve` on `bind` and returns it with the URL it printed; its stderr goes to
+/// `serve-stderr.log` in `dir`.
+fn spawn_serve(dir: &Path, config: &Path, bind: &str) -> (std::process::Child, String) {
     use std::io::{BufRead, BufReader};
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_natkey"))
         .current_dir(dir)
         .args(["serve", "--config"])
         .arg(config)
-        .args(["--bind", "127.0.0.1:0"])
+        .args(["--bind", bind])
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("serve-stderr.log")).expect("stderr file"))
         .spawn()
         .expect("natkey serve starts");
     let stdout = child.stdout.take().expect("stdout");
@@ -834,7 +858,7 @@ async fn natkey_serve_reads_its_config_and_starts_twice_on_the_same_store() {
         .build()
         .into();
     for round in 0..2 {
-        let (mut child, url) = spawn_serve(&dir.0, &config);
+        let (mut child, url) = spawn_serve(&dir.0, &config, "127.0.0.1:0");
         let answer: Result<Value, String> = (|| {
             let mut r = agent
                 .get(&format!("{url}/api/warehouses"))
@@ -851,4 +875,186 @@ async fn natkey_serve_reads_its_config_and_starts_twice_on_the_same_store() {
         dir.0.join("state/natkey.db").is_file(),
         "the store lives where [store] says"
     );
+    let stderr = std::fs::read_to_string(dir.0.join("serve-stderr.log")).expect("stderr");
+    assert!(!stderr.contains("without access control"), "{stderr}");
+
+    // Reachable from other machines without auth: natkey says so when it starts.
+    let (mut child, _) = spawn_serve(&dir.0, &config, "0.0.0.0:0");
+    let _ = child.kill();
+    let _ = child.wait();
+    let stderr = std::fs::read_to_string(dir.0.join("serve-stderr.log")).expect("stderr");
+    assert!(
+        stderr.contains("warning: serving on 0.0.0.0:")
+            && stderr.contains("without access control"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_audit_now_requests_joins_one_run() {
+    let dir = TempDir::new();
+    let state = demo_state(&dir.0).await;
+    let clicks: Vec<_> = (0..8)
+        .map(|_| {
+            let state = state.clone();
+            tokio::spawn(async move { post_json(&state, "/api/warehouses/demo/runs", "{}").await })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for click in clicks {
+        let answer = click.await.expect("join");
+        assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
+        ids.push(answer.json()["id"].as_i64().expect("an id"));
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "every click joins the first run: {ids:?}");
+}
+
+/// A state over a SQLite warehouse `dw` holding `tags (code, label)` with `rows`, whose natural
+/// key natkey.toml declares as `code`; the warehouse has no measure at all.
+async fn tags_state(dir: &Path, rows: &[(&str, &str)]) -> AppState {
+    use sqlx::Connection;
+    let path = dir.join("tags.sqlite");
+    let url = format!("sqlite://{}", path.display());
+    let mut conn = sqlx::SqliteConnection::connect(&format!("{url}?mode=rwc"))
+        .await
+        .expect("create the warehouse");
+    sqlx::query("CREATE TABLE tags (code TEXT NOT NULL, label TEXT NOT NULL)")
+        .execute(&mut conn)
+        .await
+        .expect("table");
+    for (code, label) in rows {
+        sqlx::query("INSERT INTO tags (code, label) VALUES (?, ?)")
+            .bind(code)
+            .bind(label)
+            .execute(&mut conn)
+            .await
+            .expect("row");
+    }
+    conn.close().await.expect("close");
+    let config = Config::parse(
+        "[[table]]\nname = \"tags\"\nnatural_key = [\"code\"]\n",
+        Path::new("natkey.toml"),
+    )
+    .expect("config");
+    state_for(dir, "dw", &url, config, AuthSettings::default()).await
+}
+
+#[tokio::test]
+async fn empty_states_tell_a_clean_audit_from_duplicates_that_inflate_no_measure() {
+    let says_no_double_count = |page: &Html| {
+        texts(page, "p.good-message")
+            .iter()
+            .any(|t| t.contains("No table double-counts"))
+    };
+    // Tag "a" loaded twice: duplicates, but nothing to add up.
+    let dir = TempDir::new();
+    let state = tags_state(&dir.0, &[("a", "red"), ("a", "red"), ("b", "blue")]).await;
+    let id = audit(&state, "dw").await;
+    let overview = get(&state, "/").await.html();
+    assert!(!says_no_double_count(&overview));
+    let note = texts(&overview, "p.no-inflated-measure");
+    assert_eq!(note.len(), 1, "{note:?}");
+    assert!(
+        note[0].starts_with("1 table(s) hold duplicate rows"),
+        "{note:?}"
+    );
+    let run = get(&state, &format!("/runs/{id}")).await.html();
+    assert!(!says_no_double_count(&run));
+
+    // The same table loaded once: clean.
+    let dir = TempDir::new();
+    let state = tags_state(&dir.0, &[("a", "red"), ("b", "blue")]).await;
+    let id = audit(&state, "dw").await;
+    let overview = get(&state, "/").await.html();
+    assert!(says_no_double_count(&overview));
+    assert!(texts(&overview, "p.no-inflated-measure").is_empty());
+    let run = get(&state, &format!("/runs/{id}")).await.html();
+    assert!(says_no_double_count(&run));
+}
+
+#[tokio::test]
+async fn bad_path_and_query_parameters_of_the_api_answer_in_json() {
+    let dir = TempDir::new();
+    let state = demo_state(&dir.0).await;
+    for path in [
+        "/api/runs/abc",
+        "/api/runs/99999999999999999999999",
+        "/api/runs/abc/plans.sql",
+    ] {
+        let answer = get(&state, path).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(
+            answer.headers[header::CONTENT_TYPE],
+            "application/json",
+            "{path}"
+        );
+        let error = answer.json()["error"].as_str().map(str::to_string);
+        assert!(
+            error.is_some_and(|e| !e.is_empty()),
+            "{path}: {}",
+            answer.body
+        );
+    }
+    // Pages keep their HTML error page.
+    let page = get(&state, "/runs/abc").await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(!page.body.trim_start().starts_with('{'));
+}
+
+#[tokio::test]
+async fn behind_a_proxy_that_rewrites_host_the_public_origin_may_post() {
+    let dir = TempDir::new();
+    let path = dir.0.join("w.sqlite");
+    natkey::demo::create_demo_warehouse(&path)
+        .await
+        .expect("demo");
+    let config = Config::parse(
+        "[server]\npublic_origin = \"https://natkey.example.com/\"\n",
+        Path::new("natkey.toml"),
+    )
+    .expect("config");
+    let auth = natkey::web::auth_from_config(&config).expect("auth settings");
+    assert_eq!(
+        auth.public_origin.as_deref(),
+        Some("https://natkey.example.com")
+    );
+    let state = state_for(
+        &dir.0,
+        "demo",
+        &format!("sqlite://{}", path.display()),
+        config,
+        auth,
+    )
+    .await;
+    // The proxy forwards to 127.0.0.1:8080 with that as Host; the browser's Origin is public.
+    let post = |origin: &'static str| {
+        let state = state.clone();
+        async move {
+            let req = Request::post("/warehouses/demo/runs")
+                .header(header::HOST, "127.0.0.1:8080")
+                .header(header::ORIGIN, origin)
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::empty())
+                .expect("request");
+            send(&state, req).await
+        }
+    };
+    let ours = post("https://natkey.example.com").await;
+    assert_eq!(ours.status, StatusCode::SEE_OTHER, "{}", ours.body);
+    assert!(
+        ours.headers[header::LOCATION]
+            .to_str()
+            .is_ok_and(|l| l.starts_with("/runs/"))
+    );
+    let theirs = post("https://evil.example.com").await;
+    assert_eq!(theirs.status, StatusCode::FORBIDDEN);
+    // A public origin with a path is refused when natkey starts.
+    let bad = Config::parse(
+        "[server]\npublic_origin = \"natkey.example.com/app\"\n",
+        Path::new("natkey.toml"),
+    )
+    .expect("config");
+    let error = natkey::web::auth_from_config(&bad).expect_err("refused");
+    assert!(error.contains("public_origin"), "{error}");
 }

@@ -318,6 +318,27 @@ async fn in_chromium_an_audit_runs_live_and_the_worst_table_shows_its_evidence()
             .expect("start chromedriver"),
     );
     let out = e2e_dir();
+    // Another session holds sales.daily_orders locked, so the audit stalls on it (natkey's
+    // lock_timeout is 30 s) while the browser shows its progress; the test releases the lock.
+    let mut locker = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url())
+        .await
+        .expect("a second PostgreSQL session");
+    sqlx::query("BEGIN")
+        .execute(&mut locker)
+        .await
+        .expect("begin");
+    sqlx::query("LOCK TABLE sales.daily_orders IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await
+        .expect("lock the table");
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let unlocker = tokio::spawn(async move {
+        let _ = released.await;
+        sqlx::query("ROLLBACK")
+            .execute(&mut locker)
+            .await
+            .expect("release the lock");
+    });
     // WebDriver calls block; the server keeps running on the runtime's workers.
     let result = tokio::task::spawn_blocking(move || {
         let d = Driver::start(port, &downloads, &profile);
@@ -336,6 +357,24 @@ async fn in_chromium_an_audit_runs_live_and_the_worst_table_shows_its_evidence()
             "return location.pathname.startsWith('/runs/')",
             Duration::from_secs(10),
         );
+        // Live progress, written by the script from /api/runs/{id}: it sets data-status and
+        // the bar's max to the table count (the server renders max=100).
+        d.wait_for(
+            "live progress while sales.daily_orders is locked",
+            "const t = document.getElementById('run-progress-text'); \
+             const bar = document.getElementById('run-progress'); \
+             const status = document.getElementById('run-status'); \
+             const m = t && /^(\\d+) of (\\d+) tables audited · now: sales\\.daily_orders$/.exec(t.textContent); \
+             return !!m && status.getAttribute('data-status') === 'running' && \
+                 bar.max === Number(m[2]) && Number(m[1]) < Number(m[2]);",
+            Duration::from_secs(25),
+        );
+        assert!(
+            d.script("return !document.querySelector('table#tables')") == Value::Bool(true),
+            "the table list waits for the audit"
+        );
+        d.screenshot(&out.join("progress.png"));
+        release.send(()).expect("the lock holder waits");
         d.wait_for(
             "the audit to finish",
             "return !!document.querySelector('table#tables')",
@@ -385,6 +424,21 @@ async fn in_chromium_an_audit_runs_live_and_the_worst_table_shows_its_evidence()
         );
         assert_eq!(visible, json!(["plan-mysql"]));
         d.click("a.tab[data-tab='plan-postgres']");
+        // A link to another section of the page (#samples) keeps a plan shown.
+        let table_path = d.script("return location.pathname");
+        let table_path = table_path.as_str().expect("a path").to_string();
+        d.goto(&format!("{site}/"));
+        d.goto(&format!("{site}{table_path}#samples"));
+        d.wait_for(
+            "the tabs",
+            "return document.body.classList.contains('tabs-ready')",
+            Duration::from_secs(10),
+        );
+        let visible = d.script(
+            "return Array.from(document.querySelectorAll('.tab-panel')).filter(p => !p.hidden).map(p => p.id)",
+        );
+        assert_eq!(visible, json!(["plan-postgres"]), "#samples hid the plans");
+        d.goto(&format!("{site}{table_path}"));
         d.script("window.scrollTo(0, 0); return true");
         d.screenshot(&out.join("table.png"));
 
@@ -433,6 +487,7 @@ async fn in_chromium_an_audit_runs_live_and_the_worst_table_shows_its_evidence()
     })
     .await;
     drop(driver_process);
+    unlocker.abort();
     server.abort();
     if let Err(e) = result {
         std::panic::resume_unwind(e.into_panic());
