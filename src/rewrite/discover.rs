@@ -95,7 +95,7 @@ pub struct Discovered {
 }
 
 /// The INSERT/UPDATE/MERGE statements `pg_stat_statements` recorded that write to a table of
-/// this warehouse, most called first. An `Err` is one line saying why discovery is not
+/// this warehouse (also behind a `WITH` clause), most called first. An `Err` is one line saying why discovery is not
 /// possible (not PostgreSQL, extension absent, not readable).
 pub async fn discover(warehouse: &mut Warehouse) -> Result<Vec<Discovered>, String> {
     if warehouse.engine() != Engine::Postgres {
@@ -126,7 +126,7 @@ pub async fn discover(warehouse: &mut Warehouse) -> Result<Vec<Discovered>, Stri
             &WarehouseSql::new(
                 "SELECT CAST(queryid AS TEXT), CAST(calls AS TEXT), query FROM pg_stat_statements \
                  WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-                   AND query ~* '^\\s*(insert|update|merge)\\M' ORDER BY calls DESC LIMIT 500"
+                   AND query ~* '^\\s*(insert|update|merge|with)\\M' ORDER BY calls DESC LIMIT 500"
                     .to_string(),
             ),
             &[],

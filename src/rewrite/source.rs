@@ -5,7 +5,9 @@
 
 use std::ops::Range;
 
-use sqlparser::ast::{Assignment, Expr, Ident, ObjectName, ObjectNamePart, Spanned, Statement};
+use sqlparser::ast::{
+    Assignment, Expr, Ident, ObjectName, ObjectNamePart, SetExpr, Spanned, Statement, With,
+};
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Location, Span, Token, TokenWithSpan, Tokenizer};
 
@@ -71,7 +73,11 @@ pub struct Tok {
 /// One parsed statement.
 #[derive(Debug, Clone)]
 pub struct Stmt {
+    /// The statement; a `WITH ... INSERT/UPDATE/DELETE/MERGE` is unwrapped to its DML (see
+    /// [`unwrap_with`]), so every rule sees the write.
     pub ast: Statement,
+    /// The `WITH` clause of an unwrapped `WITH ... <DML>`.
+    pub with: Option<With>,
     /// From the first to the end of the last significant token.
     pub range: Range<usize>,
     /// The `;` that ends it, when there is one.
@@ -176,11 +182,13 @@ impl<'a> FileContext<'a> {
             let tokens: Vec<TokenWithSpan> = raw[chunk.clone()].to_vec();
             match parse_one(parser_dialect.as_ref(), tokens) {
                 Ok(ast) => {
+                    let (ast, with) = unwrap_with(ast);
                     let opens = matches!(ast, Statement::StartTransaction { .. });
                     let closes =
                         matches!(ast, Statement::Commit { .. } | Statement::Rollback { .. });
                     self.statements.push(Stmt {
                         ast,
+                        with,
                         range: self.tokens[first].range.start..self.tokens[last].range.end,
                         semicolon: (!at_end).then(|| self.tokens[i].range.start),
                         in_transaction,
@@ -338,6 +346,35 @@ impl<'a> FileContext<'a> {
             return format!("{}.{}", a[0], a[1]);
         }
         format!("{{{{ {inner} }}}}")
+    }
+}
+
+/// sqlparser reads `WITH c AS (...) INSERT ...` (and UPDATE, DELETE, MERGE) as a query
+/// whose body is the DML. The rules look for the DML, so it is unwrapped here; the `WITH`
+/// clause is kept beside it, and an INSERT's source query gets it as its own `WITH` (the same
+/// meaning: `INSERT INTO t WITH c AS (...) SELECT ... FROM c`), so the rules that read the
+/// source also read the CTEs. Spans are those of the user's tokens either way.
+pub(crate) fn unwrap_with(ast: Statement) -> (Statement, Option<With>) {
+    let Statement::Query(query) = ast else {
+        return (ast, None);
+    };
+    let inner = match query.body.as_ref() {
+        SetExpr::Insert(s) | SetExpr::Update(s) | SetExpr::Delete(s) | SetExpr::Merge(s) => {
+            s.clone()
+        }
+        _ => return (Statement::Query(query), None),
+    };
+    let with = query.with.clone();
+    match inner {
+        Statement::Insert(mut insert) => {
+            if let (Some(w), Some(source)) = (&with, insert.source.as_mut())
+                && source.with.is_none()
+            {
+                source.with = Some(w.clone());
+            }
+            (Statement::Insert(insert), with)
+        }
+        other => (other, with),
     }
 }
 

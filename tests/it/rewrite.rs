@@ -202,6 +202,12 @@ async fn postgres_plain_append_converges_after_rewrite() {
 }
 
 #[tokio::test]
+async fn postgres_append_behind_a_with_clause_converges_after_rewrite() {
+    retries_converge_after_rewrite(Engine::Postgres, "postgres/with_append_orders.sql", false)
+        .await;
+}
+
+#[tokio::test]
 async fn postgres_delta_upsert_converges_after_rewrite() {
     retries_converge_after_rewrite(Engine::Postgres, "postgres/daily_totals_upsert.sql", false)
         .await;

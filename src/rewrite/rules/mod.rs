@@ -387,3 +387,62 @@ pub(crate) fn column_list(cx: &FileContext, columns: &[String]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::rewrite::test_support::*;
+
+    #[test]
+    fn a_write_behind_a_with_clause_is_checked_like_any_other() {
+        // sqlparser reads these as queries whose body is the DML: the rules must see it.
+        let report = run(
+            "WITH src AS (SELECT order_id, line_item_id FROM staging.orders)\n\
+             INSERT INTO sales.daily_orders (order_id, line_item_id)\n\
+             SELECT order_id, line_item_id FROM src;",
+        );
+        assert_eq!(rules_of(&report), ["insert-without-natural-key"]);
+        let text = rewritten(&report);
+        assert!(
+            text.ends_with(
+                "SELECT order_id, line_item_id FROM src ON CONFLICT (\"order_id\", \"line_item_id\") DO NOTHING;"
+            ),
+            "{text}"
+        );
+
+        let report = run(
+            "WITH n AS (SELECT day, count(*) AS c FROM s GROUP BY day)\n\
+             UPDATE daily_totals t SET total = t.total + n.c FROM n WHERE t.day = n.day;",
+        );
+        assert_eq!(rules_of(&report), ["delta-update"]);
+
+        let report = run("WITH src AS (SELECT day, total FROM s)\n\
+             MERGE INTO daily_totals t USING src ON t.day IS NOT DISTINCT FROM src.day\n\
+             WHEN MATCHED THEN UPDATE SET total = src.total;");
+        assert_eq!(rules_of(&report), ["upsert-duplicate-source"]);
+
+        let targets = crate::rewrite::write_targets(
+            "WITH s AS (SELECT 1 AS a) INSERT INTO x.t (a) SELECT a FROM s",
+            crate::rewrite::Dialect::Postgres,
+        );
+        assert_eq!(targets.len(), 1);
+        assert_eq!(targets[0].to_string(), "x.t");
+    }
+
+    #[test]
+    fn a_with_clause_that_deduplicates_or_replaces_is_fine() {
+        for sql in [
+            "WITH src AS (SELECT DISTINCT day, total FROM s)\n\
+             INSERT INTO daily_totals (day, total) SELECT day, total FROM src\n\
+             ON CONFLICT (day) DO UPDATE SET total = excluded.total;",
+            "WITH src AS (SELECT day, sum(total) AS total FROM s GROUP BY day)\n\
+             MERGE INTO daily_totals t USING src ON t.day IS NOT DISTINCT FROM src.day\n\
+             WHEN MATCHED THEN UPDATE SET total = src.total;",
+            "WITH src AS (SELECT order_id, line_item_id FROM staging.orders)\n\
+             INSERT INTO sales.daily_orders (order_id, line_item_id)\n\
+             SELECT order_id, line_item_id FROM src ON CONFLICT (order_id, line_item_id) DO NOTHING;",
+        ] {
+            let report = run(sql);
+            assert!(report.idempotent, "{sql}\n{report:#?}");
+        }
+    }
+}

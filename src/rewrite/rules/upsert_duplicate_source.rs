@@ -4,7 +4,7 @@
 //! worse, picks one row arbitrarily): a retry is not guaranteed to end where the first run did.
 
 use sqlparser::ast::{
-    Distinct, Expr, GroupByExpr, Query, SetExpr, Statement, TableFactor, visit_expressions,
+    Distinct, Expr, GroupByExpr, Query, SetExpr, Statement, TableFactor, With, visit_expressions,
 };
 
 use super::{Conflict, FileContext, Hit};
@@ -78,11 +78,7 @@ pub(crate) fn check(cx: &FileContext, out: &mut Vec<Hit>) {
         let Statement::Merge(m) = &stmt.ast else {
             continue;
         };
-        let safe = match &m.source {
-            TableFactor::Derived { subquery, .. } => deduplicated(subquery),
-            _ => false,
-        };
-        if safe {
+        if relation_deduplicated(&m.source, stmt.with.as_ref(), 0) {
             continue;
         }
         let at = cx.extent(&m.source).start;
@@ -105,6 +101,19 @@ pub(crate) fn check(cx: &FileContext, out: &mut Vec<Hit>) {
 /// True when a query yields each key at most once as far as its shape shows: GROUP BY,
 /// DISTINCT, or a `ROW_NUMBER() ... = 1` filter (QUALIFY or an outer WHERE).
 pub(crate) fn deduplicated(query: &Query) -> bool {
+    deduplicated_in(query, None, 0)
+}
+
+/// How deep CTEs and subqueries are followed (a recursive CTE names itself).
+const MAX_DEPTH: usize = 16;
+
+/// [`deduplicated`], reading the CTEs of `outer` (or of the query itself) where a FROM names
+/// one.
+fn deduplicated_in(query: &Query, outer: Option<&With>, depth: usize) -> bool {
+    if depth > MAX_DEPTH {
+        return false;
+    }
+    let with = query.with.as_ref().or(outer);
     match query.body.as_ref() {
         SetExpr::Select(s) => {
             let grouped = match &s.group_by {
@@ -113,18 +122,41 @@ pub(crate) fn deduplicated(query: &Query) -> bool {
             };
             let distinct = matches!(s.distinct, Some(Distinct::Distinct | Distinct::On(_)));
             let filtered = s.qualify.is_some() || s.selection.as_ref().is_some_and(rank_filter);
-            let from_dedup = s.from.iter().any(|t| match &t.relation {
-                TableFactor::Derived { subquery, .. } => deduplicated(subquery),
-                _ => false,
-            });
+            let from_dedup = s.from.len() == 1
+                && s.from[0].joins.is_empty()
+                && relation_deduplicated(&s.from[0].relation, with, depth + 1);
             grouped || distinct || filtered || from_dedup
         }
-        SetExpr::Query(q) => deduplicated(q),
+        SetExpr::Query(q) => deduplicated_in(q, with, depth + 1),
         SetExpr::SetOperation {
             op: sqlparser::ast::SetOperator::Union,
             set_quantifier,
             ..
         } => !matches!(set_quantifier, sqlparser::ast::SetQuantifier::All),
+        _ => false,
+    }
+}
+
+/// True when a FROM item yields each key at most once: a deduplicated subquery, or a CTE of
+/// `with` that is one.
+pub(crate) fn relation_deduplicated(
+    relation: &TableFactor,
+    with: Option<&With>,
+    depth: usize,
+) -> bool {
+    match relation {
+        TableFactor::Derived { subquery, .. } => deduplicated_in(subquery, with, depth + 1),
+        TableFactor::Table { name, .. } if name.0.len() == 1 => {
+            let Some(cte_name) = name.0[0].as_ident() else {
+                return false;
+            };
+            with.and_then(|w| {
+                w.cte_tables
+                    .iter()
+                    .find(|c| c.alias.name.value.eq_ignore_ascii_case(&cte_name.value))
+            })
+            .is_some_and(|c| deduplicated_in(&c.query, with, depth + 1))
+        }
         _ => false,
     }
 }
