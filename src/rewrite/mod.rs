@@ -549,6 +549,35 @@ mod tests {
     }
 
     #[test]
+    fn a_tokenizer_error_is_located_and_the_statements_around_it_are_analysed() {
+        let report = run(
+            "INSERT INTO sales.daily_orders (order_id, line_item_id) VALUES (1, 1);\n\
+             INSERT INTO t (a) VALUES ('never closed);\n\
+             INSERT INTO sales.daily_orders (order_id, line_item_id) VALUES (2, 1);\n",
+        );
+        assert_eq!(report.errors.len(), 1, "{report:#?}");
+        let e = &report.errors[0];
+        assert_eq!((e.line, e.column), (2, 27), "{report:#?}");
+        assert!(e.message.contains("Unterminated"), "{report:#?}");
+        let lines: Vec<(&str, usize)> = report.findings.iter().map(|f| (f.rule, f.line)).collect();
+        assert_eq!(
+            lines,
+            [
+                ("insert-without-natural-key", 1),
+                ("insert-without-natural-key", 3)
+            ]
+        );
+
+        // An unterminated comment runs to the end: the statement before it is still read.
+        let report = run(
+            "INSERT INTO sales.daily_orders (order_id, line_item_id) VALUES (1, 1);\n\
+             /* never closed\nSELECT 1;",
+        );
+        assert_eq!(report.errors.len(), 1, "{report:#?}");
+        assert_eq!(rules_of(&report), ["insert-without-natural-key"]);
+    }
+
+    #[test]
     fn keys_match_by_schema_then_by_name() {
         let keys = orders_keys();
         let target = |s: &str| TableTarget {

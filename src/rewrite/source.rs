@@ -143,19 +143,7 @@ impl<'a> FileContext<'a> {
 
     fn parse(&mut self) {
         let parser_dialect = self.dialect.parser();
-        let raw = match Tokenizer::new(parser_dialect.as_ref(), &self.templated.text)
-            .tokenize_with_location()
-        {
-            Ok(tokens) => tokens,
-            Err(e) => {
-                self.errors.push(SqlError {
-                    line: e.location.line as usize,
-                    column: e.location.column as usize,
-                    message: e.message,
-                });
-                return;
-            }
-        };
+        let raw = self.tokenize_resynchronising(parser_dialect.as_ref());
         self.tokens = raw
             .iter()
             .map(|t| Tok {
@@ -203,6 +191,67 @@ impl<'a> FileContext<'a> {
                 Err(e) => self.errors.push(parser_error(e, raw[first].span.start)),
             }
         }
+    }
+
+    /// Tokenizes the templated text. A tokenizer error (an unterminated quote or comment) is
+    /// reported with its line and column, and the statement it sits in is blanked out — from
+    /// the end of the statement before it to the next `;` after the error — so that the
+    /// statements before it, and after it where a `;` lets the tokenizer resynchronise, are
+    /// still analysed. Blanking keeps every byte offset (and line) of the text.
+    fn tokenize_resynchronising(
+        &mut self,
+        dialect: &dyn sqlparser::dialect::Dialect,
+    ) -> Vec<TokenWithSpan> {
+        let mut text = self.templated.text.clone();
+        // Each round blanks the error's position, so the rounds are bounded by the text.
+        for _ in 0..text.len().max(1) {
+            let mut tokens = Vec::new();
+            let e =
+                match Tokenizer::new(dialect, &text).tokenize_with_location_into_buf(&mut tokens) {
+                    Ok(()) => {
+                        if text != self.templated.text {
+                            self.source = LineIndex::new(&text);
+                        }
+                        return tokens;
+                    }
+                    Err(e) => e,
+                };
+            self.errors.push(SqlError {
+                line: e.location.line as usize,
+                column: e.location.column as usize,
+                message: e.message,
+            });
+            // `tokens` holds what was read before the failing token: the failing token starts
+            // where the last one ended, its statement after the last `;`.
+            let index = LineIndex::new(&text);
+            let at = tokens
+                .last()
+                .map(|t| index.offset(t.span.end))
+                .unwrap_or(0)
+                .min(index.offset(e.location));
+            let start = tokens
+                .iter()
+                .rev()
+                .find(|t| t.token == Token::SemiColon)
+                .map(|t| index.offset(t.span.end))
+                .unwrap_or(0);
+            let end = text[at..]
+                .find(';')
+                .map(|p| at + p + 1)
+                .unwrap_or(text.len());
+            let blanked: String = text[start..end]
+                .chars()
+                .map(|c| {
+                    if c == '\n' {
+                        "\n".to_string()
+                    } else {
+                        " ".repeat(c.len_utf8())
+                    }
+                })
+                .collect();
+            text.replace_range(start..end, &blanked);
+        }
+        Vec::new()
     }
 
     /// The byte range of an AST node, widened to balance parentheses (sqlparser's spans of
