@@ -62,15 +62,6 @@ pub(crate) fn transaction_words(dialect: Dialect) -> Option<(&'static str, &'sta
     }
 }
 
-/// A dialect's null-safe equality operator (two NULL keys are the same key).
-pub(crate) fn null_safe_eq(dialect: Dialect) -> &'static str {
-    match dialect {
-        Dialect::MySql | Dialect::Databricks => "<=>",
-        Dialect::Sqlite => "IS",
-        _ => "IS NOT DISTINCT FROM",
-    }
-}
-
 /// What natkey knows about one table the task SQL writes to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableKeys {

@@ -1,7 +1,7 @@
 //! `null-unsafe-key-match`: a MERGE (or an anti-join guarding an INSERT) that matches rows on
 //! a nullable natural-key column with `=`. `NULL = NULL` is not true, so a row whose key holds a
 //! NULL never matches the copy already loaded, and every retry inserts it again. The rewrite
-//! uses the dialect's null-safe equality (`IS NOT DISTINCT FROM`, `<=>`, `IS`).
+//! uses the dialect's null-safe equality ([`crate::dialect::Dialect::null_safe_eq`]).
 //!
 //! Nullability comes from the catalog (`--warehouse`); without it the rule stays silent rather
 //! than guess.
@@ -104,12 +104,12 @@ fn check_predicate(cx: &FileContext, predicate: &Expr, keys: &TableKeys, out: &m
             } else {
                 return;
             };
-            let left_end = cx.extent(left.as_ref()).end;
-            let right_start = cx.extent(right.as_ref()).start;
-            if left_end >= right_start {
+            let (left_sql, right_sql) = (cx.text_of(left.as_ref()), cx.text_of(right.as_ref()));
+            let range = cx.extent(predicate);
+            if left_sql.is_empty() || right_sql.is_empty() || range.is_empty() {
                 return;
             }
-            let operator = crate::rewrite::null_safe_eq(cx.dialect);
+            let null_safe = cx.dialect.null_safe_eq(left_sql, right_sql);
             out.push(Hit {
                 rule: NAME,
                 at: cx.extent(predicate).start,
@@ -120,13 +120,10 @@ fn check_predicate(cx: &FileContext, predicate: &Expr, keys: &TableKeys, out: &m
                     keys.table
                 ),
                 fix: format!(
-                    "Match NULL keys as equal with `{operator}` (two NULL keys are the same \
+                    "Match NULL keys as equal with `{null_safe}` (two NULL keys are the same \
                      key), or make {column} NOT NULL."
                 ),
-                edits: vec![Edit::replace(
-                    left_end..right_start,
-                    format!(" {operator} "),
-                )],
+                edits: vec![Edit::replace(range, null_safe)],
             });
         }
         _ => {}
@@ -156,6 +153,16 @@ mod tests {
             text.contains("d.line_item_id <=> src.line_item_id"),
             "{text}"
         );
+        // Redshift has no IS NOT DISTINCT FROM.
+        let text = rewritten(&run_in(sql, Dialect::Redshift));
+        assert!(
+            text.contains(
+                "AND (d.line_item_id = src.line_item_id OR (d.line_item_id IS NULL AND \
+                 src.line_item_id IS NULL))\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("DISTINCT FROM"), "{text}");
     }
 
     #[test]
