@@ -890,3 +890,64 @@ fn discovery_analyses_the_writes_pg_stat_statements_recorded() {
     let text = serde_json::to_string(&json).unwrap_or_default();
     assert!(!text.contains("scratch"), "{text}");
 }
+
+#[tokio::test]
+async fn postgres_hashed_keys_tell_null_bearing_keys_apart_and_repeat_on_rerun() {
+    let db = TestDb::postgres().await;
+    // (1, NULL) and (NULL, 1) are two facts: a hash of concat_ws('|', ...) gives both '1'.
+    db.exec(
+        "CREATE TABLE staging_orders (order_id int, line_item_id int, amount_cents bigint);\n\
+         INSERT INTO staging_orders VALUES (1, NULL, 100), (NULL, 1, 200), (1, 1, 300);\n\
+         CREATE TABLE daily_orders (surrogate_key uuid PRIMARY KEY, order_id int, \
+         line_item_id int, amount_cents bigint, sample_weight float8, \
+         UNIQUE NULLS NOT DISTINCT (order_id, line_item_id));",
+    )
+    .await;
+    let task = db.write_file(
+        "load.sql",
+        "INSERT INTO daily_orders (surrogate_key, order_id, line_item_id, amount_cents, sample_weight)\n\
+         SELECT gen_random_uuid(), order_id, line_item_id, amount_cents, random()\n\
+           FROM staging_orders;\n",
+    );
+    let run = rewrite(
+        &db.dir,
+        &[&task, "--natural-key", "daily_orders=order_id,line_item_id"],
+    );
+    assert_eq!(run.code, 1, "{}", run.describe());
+    let report = json(&run);
+    let rules: Vec<&str> = report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter_map(|f| f["rule"].as_str())
+        .collect();
+    assert_eq!(
+        rules,
+        ["insert-without-natural-key", "random-surrogate-in-insert"],
+        "{report}"
+    );
+    let rewritten = report["rewritten"].as_str().expect("a rewrite").to_string();
+    assert!(
+        rewritten.contains("amount_cents, random()"),
+        "a random payload is not a key: {rewritten}"
+    );
+
+    let ids = "SELECT string_agg(coalesce(order_id::text, '-') || ',' || \
+               coalesce(line_item_id::text, '-') || '=' || surrogate_key::text, ' ' \
+               ORDER BY order_id NULLS FIRST, line_item_id NULLS FIRST) FROM daily_orders";
+    db.exec(&rewritten).await;
+    let first = db.scalar_text(ids).await;
+    assert_eq!(
+        db.scalar_text("SELECT count(DISTINCT surrogate_key)::text FROM daily_orders")
+            .await
+            .as_deref(),
+        Some("3"),
+        "three keys, three ids: {first:?}"
+    );
+    // The same facts loaded afresh get the same ids.
+    db.exec("TRUNCATE daily_orders").await;
+    db.exec(&rewritten).await;
+    assert_eq!(db.scalar_text(ids).await, first);
+    db.exec(&rewritten).await;
+    assert_eq!(db.scalar_text(ids).await, first);
+}
