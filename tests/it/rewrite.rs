@@ -951,3 +951,178 @@ async fn postgres_hashed_keys_tell_null_bearing_keys_apart_and_repeat_on_rerun()
     db.exec(&rewritten).await;
     assert_eq!(db.scalar_text(ids).await, first);
 }
+
+// ---------------------------------------------------------------------------------------------
+// More shapes, executed on PostgreSQL
+
+/// Runs a script, answering the database's error instead of panicking (an original task that
+/// aborts is part of the proof).
+async fn try_exec(db: &TestDb, sql: &str) -> Result<(), String> {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(&db.url())
+        .await
+        .map_err(|e| e.to_string())?;
+    let r = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+        .execute(&mut c)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    let _ = c.close().await;
+    r
+}
+
+/// One shape's proof on PostgreSQL. The original runs against `schema` and, run twice, leaves
+/// another state than once (or, with `original_fails`, aborts with that message); the rewrite,
+/// against `rewrite_schema` (the schema after `natkey plan`: the unique key ON CONFLICT needs),
+/// is idempotent by natkey's own rules and, run once, twice and three times, leaves the state of
+/// one run. Returns the rewrite and the state of one run.
+async fn postgres_proof(
+    task: &str,
+    schema: &str,
+    rewrite_schema: &str,
+    args: &[&str],
+    state_sql: &str,
+    original_fails: Option<&str>,
+) -> (String, Option<String>) {
+    let db = TestDb::postgres().await;
+    db.exec(schema).await;
+    let mut once = None;
+    match original_fails {
+        Some(message) => {
+            let err = try_exec(&db, task).await.expect_err("the original aborts");
+            assert!(err.contains(message), "{err}");
+        }
+        None => {
+            db.exec(task).await;
+            once = db.scalar_text(state_sql).await;
+            db.exec(task).await;
+            assert_ne!(
+                db.scalar_text(state_sql).await,
+                once,
+                "the original should not be idempotent"
+            );
+        }
+    }
+
+    let file = db.write_file("task.sql", task);
+    let mut all = vec![file.as_str()];
+    all.extend_from_slice(args);
+    let run = rewrite(&db.dir, &all);
+    assert_eq!(run.code, 1, "{}", run.describe());
+    let rewritten = json(&run)["rewritten"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no rewrite: {}", run.describe()))
+        .to_string();
+    let again = db.write_file("rewritten.sql", &rewritten);
+    let mut all = vec![again.as_str()];
+    all.extend_from_slice(args);
+    let run = rewrite(&db.dir, &all);
+    assert_eq!(run.code, 0, "the rewrite is idempotent: {}", run.describe());
+
+    let db = TestDb::postgres().await;
+    db.exec(rewrite_schema).await;
+    db.exec(&rewritten).await;
+    let one = db.scalar_text(state_sql).await;
+    if original_fails.is_none() {
+        assert_eq!(
+            one, once,
+            "one run of the rewrite loads what the original loads once"
+        );
+    }
+    db.exec(&rewritten).await;
+    assert_eq!(db.scalar_text(state_sql).await, one, "second run");
+    db.exec(&rewritten).await;
+    assert_eq!(db.scalar_text(state_sql).await, one, "third run");
+    (rewritten, one)
+}
+
+const STAGED_LINES: &str = "CREATE TABLE staging_orders (order_id int NOT NULL, line_item_id int, \
+     amount_cents bigint NOT NULL);\n\
+     INSERT INTO staging_orders VALUES (1001, 1, 2500), (1001, 2, 990), (1002, NULL, 12000);\n";
+
+const LINES_STATE: &str = "SELECT string_agg(order_id || '/' || coalesce(line_item_id::text, '-') \
+     || '=' || amount_cents, ' ' ORDER BY order_id, line_item_id NULLS FIRST) FROM daily_orders";
+
+#[tokio::test]
+async fn postgres_conflict_on_the_surrogate_converges_after_rewrite() {
+    let table = "CREATE TABLE daily_orders (surrogate_key uuid DEFAULT gen_random_uuid() \
+                 PRIMARY KEY, order_id int NOT NULL, line_item_id int NOT NULL, amount_cents bigint";
+    let staged = STAGED_LINES.replace("(1002, NULL, 12000)", "(1002, 1, 12000)");
+    let (rewritten, one) = postgres_proof(
+        "INSERT INTO daily_orders (order_id, line_item_id, amount_cents)\n\
+         SELECT order_id, line_item_id, amount_cents FROM staging_orders\n\
+         ON CONFLICT (surrogate_key) DO NOTHING;\n",
+        &format!("{staged}{table});"),
+        &format!("{staged}{table}, UNIQUE (order_id, line_item_id));"),
+        &["--natural-key", "daily_orders=order_id,line_item_id"],
+        LINES_STATE,
+        None,
+    )
+    .await;
+    assert!(
+        rewritten.contains("ON CONFLICT (\"order_id\", \"line_item_id\") DO NOTHING"),
+        "{rewritten}"
+    );
+    assert_eq!(one.as_deref(), Some("1001/1=2500 1001/2=990 1002/1=12000"));
+}
+
+#[tokio::test]
+async fn postgres_upsert_from_duplicated_rows_converges_on_the_survivor_after_rewrite() {
+    // Two prices for sku a: the survivor rule says the latest load wins.
+    let schema = "CREATE TABLE staging_prices (sku text NOT NULL, price_cents int NOT NULL, \
+                  loaded_at timestamp NOT NULL);\n\
+                  INSERT INTO staging_prices VALUES ('a', 100, '2026-11-02 10:00'), \
+                  ('b', 50, '2026-11-02 09:00'), ('a', 120, '2026-11-02 11:00');\n\
+                  CREATE TABLE prices (sku text PRIMARY KEY, price_cents int NOT NULL, \
+                  loaded_at timestamp NOT NULL);";
+    let db = TestDb::postgres().await;
+    let config = db.write_file(
+        "natkey.toml",
+        "[[table]]\nname = \"prices\"\nnatural_key = [\"sku\"]\nsurvivor = \"latest:loaded_at\"\n",
+    );
+    let (rewritten, one) = postgres_proof(
+        "INSERT INTO prices (sku, price_cents, loaded_at)\n\
+         SELECT s.sku, s.price_cents, s.loaded_at FROM staging_prices s\n\
+         ON CONFLICT (sku) DO UPDATE SET price_cents = excluded.price_cents, loaded_at = excluded.loaded_at;\n",
+        schema,
+        schema,
+        &["--config", &config],
+        "SELECT string_agg(sku || '=' || price_cents, ' ' ORDER BY sku) FROM prices",
+        Some("cannot affect row a second time"),
+    )
+    .await;
+    assert!(
+        rewritten.contains("SELECT DISTINCT ON (s.sku) s.sku"),
+        "{rewritten}"
+    );
+    assert_eq!(one.as_deref(), Some("a=120 b=50"), "{rewritten}");
+}
+
+#[tokio::test]
+async fn postgres_anti_join_on_a_nullable_key_converges_after_rewrite() {
+    // The declared key treats NULLs as distinct, so the database lets the copy in.
+    let schema = format!(
+        "{STAGED_LINES}CREATE TABLE daily_orders (order_id int NOT NULL, line_item_id int, \
+         amount_cents bigint NOT NULL, UNIQUE (order_id, line_item_id));"
+    );
+    let db = TestDb::postgres().await;
+    db.exec(&schema).await;
+    let url = db.url();
+    let (rewritten, one) = postgres_proof(
+        "INSERT INTO daily_orders (order_id, line_item_id, amount_cents)\n\
+         SELECT s.order_id, s.line_item_id, s.amount_cents FROM staging_orders s\n\
+         WHERE NOT EXISTS (SELECT 1 FROM daily_orders d\n\
+                           WHERE d.order_id = s.order_id AND d.line_item_id = s.line_item_id);\n",
+        &schema,
+        &schema,
+        &["--warehouse", &url],
+        LINES_STATE,
+        None,
+    )
+    .await;
+    assert!(
+        rewritten.contains("d.line_item_id IS NOT DISTINCT FROM s.line_item_id"),
+        "{rewritten}"
+    );
+    assert_eq!(one.as_deref(), Some("1001/1=2500 1001/2=990 1002/-=12000"));
+}
