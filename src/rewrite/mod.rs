@@ -70,7 +70,7 @@ pub struct TableKeys {
     pub natural_key: Vec<String>,
     /// Columns generated per insert.
     pub surrogate_key: Vec<String>,
-    /// Columns that may hold NULL (from the catalog; empty without a warehouse).
+    /// Columns that may hold NULL (from the catalog, or `nullable` in natkey.toml).
     pub nullable: Vec<String>,
     pub source: KeySource,
     pub survivor: Option<SurvivorRule>,
@@ -176,6 +176,7 @@ impl KnownKeys {
                 KeySource::Config,
             );
             keys.surrogate_key = t.surrogate_key.clone().unwrap_or_default();
+            keys.nullable = t.nullable.clone().unwrap_or_default();
             keys.survivor = t.survivor.clone();
             self.add(keys);
         }
@@ -247,6 +248,10 @@ pub struct Finding {
     pub message: String,
     /// What to do about it (an automatic rewrite, or the shape to follow).
     pub fix: String,
+    /// True when the returned rewrite carries an automatic fix for it (not part of the JSON
+    /// contract: the fix text says so).
+    #[serde(skip)]
+    pub rewritten: bool,
 }
 
 /// A statement natkey could not read, with the parser's own words.
@@ -407,9 +412,11 @@ pub fn analyze(file: &str, text: &str, dialect: Dialect, keys: &KnownKeys) -> Fi
                 column,
                 message: h.message.clone(),
                 fix: h.fix.clone(),
+                rewritten: !h.edits.is_empty(),
             }
         })
         .collect();
+    let mut findings = findings;
     let mut errors = cx.errors.clone();
     let edits: Vec<Edit> = hits.into_iter().flat_map(|h| h.edits).collect();
     let rewritten = if edits.is_empty() {
@@ -428,6 +435,9 @@ pub fn analyze(file: &str, text: &str, dialect: Dialect, keys: &KnownKeys) -> Fi
                     check.errors[0].message
                 ),
             });
+            for f in &mut findings {
+                f.rewritten = false;
+            }
             None
         } else {
             Some(text_after)

@@ -169,6 +169,13 @@ impl<'a> FileContext<'a> {
             };
             let tokens: Vec<TokenWithSpan> = raw[chunk.clone()].to_vec();
             match parse_one(parser_dialect.as_ref(), tokens) {
+                Ok(ast) if nested_dml(&ast) => self.errors.push(SqlError {
+                    line: raw[first].span.start.line as usize,
+                    column: raw[first].span.start.column as usize,
+                    message: "an INSERT's rows cannot come from another INSERT, UPDATE, DELETE \
+                              or MERGE (a missing SELECT or semicolon?)"
+                        .to_string(),
+                }),
                 Ok(ast) => {
                     let (ast, with) = unwrap_with(ast);
                     let opens = matches!(ast, Statement::StartTransaction { .. });
@@ -425,6 +432,25 @@ pub(crate) fn unwrap_with(ast: Statement) -> (Statement, Option<With>) {
         }
         other => (other, with),
     }
+}
+
+/// sqlparser accepts `INSERT INTO t (a) INSERT INTO t (a) SELECT ...` (the source query's body
+/// may be DML); no engine does, and the rules would misread it.
+fn nested_dml(ast: &Statement) -> bool {
+    let insert = match ast {
+        Statement::Insert(i) => i,
+        Statement::Query(q) => match q.body.as_ref() {
+            SetExpr::Insert(Statement::Insert(i)) => i,
+            _ => return false,
+        },
+        _ => return false,
+    };
+    insert.source.as_deref().is_some_and(|q| {
+        matches!(
+            q.body.as_ref(),
+            SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_)
+        )
+    })
 }
 
 fn parse_one(

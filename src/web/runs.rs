@@ -102,6 +102,7 @@ pub async fn audit_config(state: &AppState, warehouse: &str) -> Result<Config, W
                     load_metadata: None,
                     measures: None,
                     survivor: None,
+                    nullable: None,
                 },
             ),
         }
