@@ -895,6 +895,11 @@ fn discovery_analyses_the_writes_pg_stat_statements_recorded() {
          SELECT order_id, line_item_id, amount_cents FROM staging_orders",
     );
     cluster.psql("UPDATE daily_orders SET amount_cents = amount_cents + 1 WHERE order_id = 7");
+    // A write behind a WITH clause is a write too.
+    cluster.psql(
+        "WITH s AS (SELECT order_id, line_item_id FROM staging_orders WHERE amount_cents > 0)
+         INSERT INTO daily_orders (order_id, line_item_id) SELECT order_id, line_item_id FROM s",
+    );
     // A write to a table natkey does not see is not listed.
     cluster.psql("CREATE TEMP TABLE scratch (x int); INSERT INTO scratch VALUES (1)");
 
@@ -918,8 +923,24 @@ fn discovery_analyses_the_writes_pg_stat_statements_recorded() {
         run.describe()
     );
     assert!(rules.iter().any(|r| r == "delta-update"), "{rules:?}");
+    assert_eq!(
+        rules
+            .iter()
+            .filter(|r| *r == "insert-without-natural-key")
+            .count(),
+        2,
+        "the plain INSERT and the one behind WITH: {rules:?}"
+    );
     let text = serde_json::to_string(&json).unwrap_or_default();
     assert!(!text.contains("scratch"), "{text}");
+
+    // A role without pg_read_all_stats sees other roles' statements as <insufficient
+    // privilege>: that is "not readable", not "0 statements".
+    cluster.psql("CREATE ROLE natkey_ro LOGIN");
+    let url = url.replace("postgres://postgres@", "postgres://natkey_ro@");
+    let run = rewrite(&dir.0, &["--discover", "--warehouse", &url]);
+    assert_clean_error(&run, &["not readable", "pg_read_all_stats"]);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.describe());
 }
 
 #[tokio::test]
