@@ -586,6 +586,7 @@ fn fixture_texts() -> Vec<String> {
         "mysql/daily_totals_upsert.sql",
         "models/fct_orders.sql",
         "dedupe/cleanup_orders_self_join.sql",
+        "postgres/with_append_orders.sql",
     ]
     .iter()
     .map(|f| fixture_text(f))
@@ -684,7 +685,7 @@ proptest! {
     /// again reports none of the rules whose every finding it fixed.
     #[test]
     fn rewrites_of_mutated_fixtures_parse_and_are_fixpoints(
-        which in 0usize..9,
+        which in 0usize..10,
         mutations in proptest::collection::vec(mutation(), 1..6),
     ) {
         let texts = fixture_texts();
