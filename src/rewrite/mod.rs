@@ -579,6 +579,21 @@ mod tests {
     }
 
     #[test]
+    fn an_edit_never_lands_inside_a_multi_line_jinja_expression() {
+        // Found by the fuzzer: the placeholder covers only the first line of the construct.
+        let jinja = "{{ source('staging',\n             'totals') }}";
+        let report = run(&format!(
+            "INSERT INTO daily_totals (day, total_cents)\nSELECT day, total_cents FROM {jinja}"
+        ));
+        let text = rewritten(&report);
+        assert!(text.contains(jinja), "{text}");
+        assert!(
+            text.ends_with(&format!("{jinja} ON CONFLICT (\"day\") DO NOTHING")),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn keys_match_by_schema_then_by_name() {
         let keys = orders_keys();
         let target = |s: &str| TableTarget {

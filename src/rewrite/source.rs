@@ -148,7 +148,9 @@ impl<'a> FileContext<'a> {
             .iter()
             .map(|t| Tok {
                 token: t.token.clone(),
-                range: self.source.offset(t.span.start)..self.source.offset(t.span.end),
+                range: self
+                    .templated
+                    .snap(self.source.offset(t.span.start)..self.source.offset(t.span.end)),
             })
             .collect();
         let mut in_transaction = false;
@@ -315,7 +317,7 @@ impl<'a> FileContext<'a> {
                 end = t.range.end;
             }
         }
-        start..end
+        self.templated.snap(start..end)
     }
 
     /// The user's text of an AST node (Jinja included).
