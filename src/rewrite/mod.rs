@@ -402,6 +402,22 @@ pub fn analyze(file: &str, text: &str, dialect: Dialect, keys: &KnownKeys) -> Fi
     let cx = FileContext::new(file, text, dialect, keys);
     let mut hits = rules::check_all(&cx);
     hits.sort_by_key(|h| h.at);
+    // Inside a data-modifying CTE an edit made for a whole statement (a BEGIN before it, a
+    // clause after it) would land inside the parentheses: the fix is left to the user.
+    for h in &mut hits {
+        let in_cte = cx
+            .statements
+            .iter()
+            .any(|s| s.in_cte && s.range.contains(&h.at));
+        if in_cte && !h.edits.is_empty() {
+            h.edits.clear();
+            h.fix = format!(
+                "{} (natkey does not rewrite a statement inside a WITH clause: make this \
+                 change by hand.)",
+                h.fix
+            );
+        }
+    }
     let findings: Vec<Finding> = hits
         .iter()
         .map(|h| {

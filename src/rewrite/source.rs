@@ -82,8 +82,12 @@ pub struct Stmt {
     pub range: Range<usize>,
     /// The `;` that ends it, when there is one.
     pub semicolon: Option<usize>,
-    /// True when a `BEGIN`/`START TRANSACTION` before it is still open.
+    /// True when a `BEGIN`/`START TRANSACTION` before it is still open (always for a
+    /// statement inside a CTE: it runs with the statement that holds it).
     pub in_transaction: bool,
+    /// True for the DML of a data-modifying CTE. natkey reports findings there but leaves the
+    /// edit to the user.
+    pub in_cte: bool,
 }
 
 /// A table as the SQL names it.
@@ -183,12 +187,43 @@ impl<'a> FileContext<'a> {
                     let opens = matches!(ast, Statement::StartTransaction { .. });
                     let closes =
                         matches!(ast, Statement::Commit { .. } | Statement::Rollback { .. });
+                    let range = self.tokens[first].range.start..self.tokens[last].range.end;
+                    // Data-modifying CTEs (`WITH ins AS (INSERT ... RETURNING ...) SELECT ...`)
+                    // write too: each is read as a statement of its own, before the statement
+                    // that holds it (PostgreSQL runs them in one snapshot, atomically).
+                    let ctes = match (&ast, &with) {
+                        (_, Some(w)) => Some(w),
+                        (Statement::Query(q), None) => q.with.as_ref(),
+                        _ => None,
+                    };
+                    for cte in ctes.iter().flat_map(|w| &w.cte_tables) {
+                        if let SetExpr::Insert(dml)
+                        | SetExpr::Update(dml)
+                        | SetExpr::Delete(dml)
+                        | SetExpr::Merge(dml) = cte.query.body.as_ref()
+                        {
+                            let inner = self.span_extent(cte.query.span());
+                            self.statements.push(Stmt {
+                                ast: dml.clone(),
+                                with: None,
+                                range: if inner.is_empty() {
+                                    range.clone()
+                                } else {
+                                    inner
+                                },
+                                semicolon: None,
+                                in_transaction: true,
+                                in_cte: true,
+                            });
+                        }
+                    }
                     self.statements.push(Stmt {
                         ast,
                         with,
-                        range: self.tokens[first].range.start..self.tokens[last].range.end,
+                        range,
                         semicolon: (!at_end).then(|| self.tokens[i].range.start),
                         in_transaction,
+                        in_cte: false,
                     });
                     if opens {
                         in_transaction = true;

@@ -577,6 +577,36 @@ mod tests {
     }
 
     #[test]
+    fn a_write_inside_a_with_clause_is_reported_and_left_to_the_user() {
+        let report = run("WITH ins AS (\n\
+             INSERT INTO sales.daily_orders (order_id, line_item_id)\n\
+             SELECT order_id, line_item_id FROM staging.orders RETURNING order_id)\n\
+             SELECT count(*) FROM ins;");
+        assert_eq!(
+            rules_of(&report),
+            ["insert-without-natural-key"],
+            "{report:#?}"
+        );
+        assert_eq!(report.findings[0].line, 2);
+        let report = run("WITH ins AS (\n\
+             INSERT INTO sales.daily_orders (order_id, line_item_id, order_date)\n\
+             SELECT order_id, line_item_id, order_date FROM staging.orders\n\
+             WHERE order_date = '{{ ds }}')\n\
+             SELECT 1;");
+        assert_eq!(rules_of(&report), ["partition-append"], "{report:#?}");
+        assert_eq!(report.rewritten, None);
+        assert!(report.findings[0].fix.contains("by hand"), "{report:#?}");
+        // A partition replaced in the same statement is fine.
+        let report = run(
+            "WITH gone AS (DELETE FROM sales.daily_orders WHERE order_date = '{{ ds }}')\n\
+             INSERT INTO sales.daily_orders (order_id, line_item_id, order_date)\n\
+             SELECT order_id, line_item_id, order_date FROM staging.orders\n\
+             WHERE order_date = '{{ ds }}';",
+        );
+        assert!(report.idempotent, "{report:#?}");
+    }
+
+    #[test]
     fn a_with_clause_that_deduplicates_or_replaces_is_fine() {
         for sql in [
             "WITH src AS (SELECT DISTINCT day, total FROM s)\n\
