@@ -147,6 +147,9 @@ pub struct TableConfig {
     pub load_metadata: Option<Vec<String>>,
     pub measures: Option<Vec<String>>,
     pub survivor: Option<SurvivorRule>,
+    /// Columns that may hold NULL, for `natkey rewrite` without `--warehouse` (which reads
+    /// nullability from the catalog).
+    pub nullable: Option<Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -199,6 +202,7 @@ impl Config {
                 ("surrogate_key", &table.surrogate_key),
                 ("load_metadata", &table.load_metadata),
                 ("measures", &table.measures),
+                ("nullable", &table.nullable),
             ] {
                 if let Some(list) = list {
                     if field == "natural_key" && list.is_empty() {

@@ -100,6 +100,22 @@ impl Dialect {
         }
     }
 
+    /// `left` and `right` compared so that two NULLs are equal (two NULL keys are the same
+    /// key): the one spelling the planner and the rewriter share. Redshift has no `IS NOT
+    /// DISTINCT FROM`, so it gets the expanded form.
+    pub fn null_safe_eq(self, left: &str, right: &str) -> String {
+        match self {
+            Dialect::MySql => format!("{left} <=> {right}"),
+            Dialect::Sqlite => format!("{left} IS {right}"),
+            Dialect::Redshift => {
+                format!("({left} = {right} OR ({left} IS NULL AND {right} IS NULL))")
+            }
+            Dialect::Postgres | Dialect::Snowflake | Dialect::BigQuery | Dialect::Databricks => {
+                format!("{left} IS NOT DISTINCT FROM {right}")
+            }
+        }
+    }
+
     /// sqlparser's dialect, to check the SQL natkey writes and to read task SQL.
     pub fn parser(self) -> Box<dyn sqlparser::dialect::Dialect> {
         use sqlparser::dialect as d;
@@ -202,5 +218,24 @@ mod tests {
         assert_eq!(Dialect::Redshift.quote_ident("Daily"), "\"Daily\"");
         assert_eq!(Dialect::MySql.quote_literal(r"it's \ ok"), r"'it\'s \\ ok'");
         assert_eq!(Dialect::Postgres.quote_literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn null_safe_equality_is_spelled_per_dialect_and_parses_there() {
+        for d in Dialect::ALL {
+            let expected = match d {
+                Dialect::MySql => "a.k <=> b.k",
+                Dialect::Sqlite => "a.k IS b.k",
+                Dialect::Redshift => "(a.k = b.k OR (a.k IS NULL AND b.k IS NULL))",
+                _ => "a.k IS NOT DISTINCT FROM b.k",
+            };
+            let eq = d.null_safe_eq("a.k", "b.k");
+            assert_eq!(eq, expected, "{d}");
+            let sql = format!("SELECT 1 FROM a JOIN b ON {eq} AND a.x = b.x");
+            assert!(
+                sqlparser::parser::Parser::parse_sql(d.parser().as_ref(), &sql).is_ok(),
+                "{d}: {sql}"
+            );
+        }
     }
 }

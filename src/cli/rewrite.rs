@@ -113,11 +113,21 @@ pub async fn run(args: RewriteArgs) -> Result<ExitCode, String> {
         let mut found: Vec<Discovered> = Vec::new();
         if args.discover {
             match discover::discover(&mut warehouse).await {
-                Ok(statements) => {
+                Ok(discovery) => {
+                    let statements = discovery.statements;
                     eprintln!(
-                        "natkey: pg_stat_statements holds {} write statement{} to tables of {url}",
+                        "natkey: pg_stat_statements holds {} write statement{} to tables of {url}{}",
                         statements.len(),
-                        if statements.len() == 1 { "" } else { "s" }
+                        if statements.len() == 1 { "" } else { "s" },
+                        if discovery.hidden > 0 {
+                            format!(
+                                " ({} statements of other roles are hidden from this role: \
+                                 grant pg_read_all_stats to see them)",
+                                discovery.hidden
+                            )
+                        } else {
+                            String::new()
+                        }
                     );
                     found = statements;
                 }

@@ -338,14 +338,7 @@ impl Table<'_> {
 
     /// A NULL-safe equality of two key columns, as the dialect spells it.
     pub fn null_safe_eq(&self, left: &str, right: &str) -> String {
-        match self.d {
-            Dialect::MySql => format!("{left} <=> {right}"),
-            Dialect::Sqlite => format!("{left} IS {right}"),
-            Dialect::Redshift => {
-                format!("({left} = {right} OR ({left} IS NULL AND {right} IS NULL))")
-            }
-            _ => format!("{left} IS NOT DISTINCT FROM {right}"),
-        }
+        self.d.null_safe_eq(left, right)
     }
 
     /// The staging relation the load template reads from.

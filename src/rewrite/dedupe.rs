@@ -16,7 +16,7 @@ use std::ops::ControlFlow;
 use sqlparser::ast::{
     BinaryOperator, Delete, Expr, FromTable, FunctionArg, FunctionArgExpr, FunctionArguments,
     GroupByExpr, InTarget, JoinConstraint, JoinOperator, ObjectName, OrderByExpr, Query, SetExpr,
-    Statement, TableFactor, TableWithJoins, WindowType, visit_expressions, visit_relations,
+    Statement, TableFactor, TableWithJoins, WindowType, With, visit_expressions, visit_relations,
 };
 
 use super::source::FileContext;
@@ -50,7 +50,7 @@ pub fn learn_keys(sql: &str, dialect: Dialect) -> Result<Vec<LearnedKey>, Dedupe
     let cx = FileContext::new("dedupe.sql", sql, dialect, &keys);
     let mut learned: Vec<LearnedKey> = Vec::new();
     for stmt in &cx.statements {
-        for key in learn_from(&cx, &stmt.ast) {
+        for key in learn_from(&cx, &stmt.ast, stmt.with.as_ref()) {
             if !learned.iter().any(|l| l.table == key.table) && !key.natural_key.is_empty() {
                 learned.push(key);
             }
@@ -68,7 +68,7 @@ pub fn learn_keys(sql: &str, dialect: Dialect) -> Result<Vec<LearnedKey>, Dedupe
     Ok(learned)
 }
 
-fn learn_from(cx: &FileContext, stmt: &Statement) -> Vec<LearnedKey> {
+fn learn_from(cx: &FileContext, stmt: &Statement, with: Option<&With>) -> Vec<LearnedKey> {
     let mut out = Vec::new();
     let delete_target = match stmt {
         Statement::Delete(d) => delete_target(d),
@@ -89,7 +89,8 @@ fn learn_from(cx: &FileContext, stmt: &Statement) -> Vec<LearnedKey> {
         Statement::Delete(d) => d.selection.as_ref().and_then(in_column),
         _ => None,
     };
-    let _ = visit_expressions(stmt, |e| {
+    // A `WITH ranked AS (... ROW_NUMBER() ...) DELETE ...` holds its window in the CTE.
+    let mut learn = |e: &Expr| {
         if let Some((partition, order)) = row_number_window(e) {
             let table = delete_target
                 .as_ref()
@@ -112,7 +113,11 @@ fn learn_from(cx: &FileContext, stmt: &Statement) -> Vec<LearnedKey> {
             }
         }
         ControlFlow::<()>::Continue(())
-    });
+    };
+    let _ = visit_expressions(stmt, &mut learn);
+    if let Some(with) = with {
+        let _ = visit_expressions(with, &mut learn);
+    }
     out
 }
 

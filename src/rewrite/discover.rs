@@ -94,10 +94,20 @@ pub struct Discovered {
     pub query: String,
 }
 
+/// What discovery found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Discovery {
+    pub statements: Vec<Discovered>,
+    /// Statements of other roles whose text `pg_stat_statements` hides from this role
+    /// (`<insufficient privilege>`: the role lacks `pg_read_all_stats`).
+    pub hidden: u64,
+}
+
 /// The INSERT/UPDATE/MERGE statements `pg_stat_statements` recorded that write to a table of
-/// this warehouse, most called first. An `Err` is one line saying why discovery is not
-/// possible (not PostgreSQL, extension absent, not readable).
-pub async fn discover(warehouse: &mut Warehouse) -> Result<Vec<Discovered>, String> {
+/// this warehouse (also behind a `WITH` clause), most called first. An `Err` is one line saying
+/// why discovery is not possible (not PostgreSQL, extension absent, not readable — also when
+/// every statement it could list is hidden from this role).
+pub async fn discover(warehouse: &mut Warehouse) -> Result<Discovery, String> {
     if warehouse.engine() != Engine::Postgres {
         return Err(format!(
             "discovery reads pg_stat_statements, which {} does not have",
@@ -126,13 +136,28 @@ pub async fn discover(warehouse: &mut Warehouse) -> Result<Vec<Discovered>, Stri
             &WarehouseSql::new(
                 "SELECT CAST(queryid AS TEXT), CAST(calls AS TEXT), query FROM pg_stat_statements \
                  WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-                   AND query ~* '^\\s*(insert|update|merge)\\M' ORDER BY calls DESC LIMIT 500"
+                   AND query ~* '^\\s*(insert|update|merge|with)\\M' ORDER BY calls DESC LIMIT 500"
                     .to_string(),
             ),
             &[],
         )
         .await
         .map_err(|e| format!("pg_stat_statements is not readable: {}", one_line(&e)))?;
+    let hidden = warehouse
+        .query(
+            &WarehouseSql::new(
+                "SELECT CAST(count(*) AS TEXT) FROM pg_stat_statements \
+                 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                   AND query = '<insufficient privilege>'"
+                    .to_string(),
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| format!("pg_stat_statements is not readable: {}", one_line(&e)))?;
+    let hidden: u64 = crate::warehouse::first_text(hidden)
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
     let tables = warehouse
         .list_tables(&[])
         .await
@@ -158,7 +183,18 @@ pub async fn discover(warehouse: &mut Warehouse) -> Result<Vec<Discovered>, Stri
             });
         }
     }
-    Ok(out)
+    if out.is_empty() && hidden > 0 {
+        return Err(format!(
+            "pg_stat_statements is not readable for this role: it hides the text of {hidden} \
+             statement{} of other roles (grant pg_read_all_stats, or discover as the role that \
+             runs the loads)",
+            if hidden == 1 { "" } else { "s" }
+        ));
+    }
+    Ok(Discovery {
+        statements: out,
+        hidden,
+    })
 }
 
 fn one_line(e: &sqlx::Error) -> String {

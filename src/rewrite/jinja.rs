@@ -39,6 +39,23 @@ impl Templated {
     }
 }
 
+impl Templated {
+    /// A byte range widened so that it never ends (or starts) inside a Jinja expression: a
+    /// placeholder spans only the construct's first line, and an edit placed after it must
+    /// land after the whole `{{ ... }}`.
+    pub fn snap(&self, range: Range<usize>) -> Range<usize> {
+        let inside = |at: usize| {
+            let i = self.regions.partition_point(|r| r.range.start < at);
+            i.checked_sub(1)
+                .map(|i| &self.regions[i])
+                .filter(|r| r.kind == RegionKind::Expression && at < r.range.end)
+        };
+        let start = inside(range.start).map_or(range.start, |r| r.range.start);
+        let end = inside(range.end).map_or(range.end, |r| r.range.end);
+        start..end.max(start)
+    }
+}
+
 /// Calls that produce no SQL text: their region is blanked rather than made an identifier.
 const NON_SQL_CALLS: [&str; 4] = ["config(", "log(", "doc(", "set "];
 
@@ -224,6 +241,15 @@ fn argument(args: &str, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_never_end_inside_a_multi_line_expression() {
+        let text = "SELECT {{ a,\n b }} FROM t";
+        let t = substitute(text);
+        let first_line = text.find('\n').expect("two lines");
+        assert_eq!(t.snap(7..first_line), 7..text.find(" FROM").expect("from"));
+        assert_eq!(t.snap(0..6), 0..6);
+    }
 
     #[test]
     fn placeholders_keep_every_offset_and_line() {

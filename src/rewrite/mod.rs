@@ -62,15 +62,6 @@ pub(crate) fn transaction_words(dialect: Dialect) -> Option<(&'static str, &'sta
     }
 }
 
-/// A dialect's null-safe equality operator (two NULL keys are the same key).
-pub(crate) fn null_safe_eq(dialect: Dialect) -> &'static str {
-    match dialect {
-        Dialect::MySql | Dialect::Databricks => "<=>",
-        Dialect::Sqlite => "IS",
-        _ => "IS NOT DISTINCT FROM",
-    }
-}
-
 /// What natkey knows about one table the task SQL writes to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableKeys {
@@ -79,7 +70,7 @@ pub struct TableKeys {
     pub natural_key: Vec<String>,
     /// Columns generated per insert.
     pub surrogate_key: Vec<String>,
-    /// Columns that may hold NULL (from the catalog; empty without a warehouse).
+    /// Columns that may hold NULL (from the catalog, or `nullable` in natkey.toml).
     pub nullable: Vec<String>,
     pub source: KeySource,
     pub survivor: Option<SurvivorRule>,
@@ -185,6 +176,7 @@ impl KnownKeys {
                 KeySource::Config,
             );
             keys.surrogate_key = t.surrogate_key.clone().unwrap_or_default();
+            keys.nullable = t.nullable.clone().unwrap_or_default();
             keys.survivor = t.survivor.clone();
             self.add(keys);
         }
@@ -256,6 +248,10 @@ pub struct Finding {
     pub message: String,
     /// What to do about it (an automatic rewrite, or the shape to follow).
     pub fix: String,
+    /// True when the returned rewrite carries an automatic fix for it (not part of the JSON
+    /// contract: the fix text says so).
+    #[serde(skip)]
+    pub rewritten: bool,
 }
 
 /// A statement natkey could not read, with the parser's own words.
@@ -406,6 +402,22 @@ pub fn analyze(file: &str, text: &str, dialect: Dialect, keys: &KnownKeys) -> Fi
     let cx = FileContext::new(file, text, dialect, keys);
     let mut hits = rules::check_all(&cx);
     hits.sort_by_key(|h| h.at);
+    // Inside a data-modifying CTE an edit made for a whole statement (a BEGIN before it, a
+    // clause after it) would land inside the parentheses: the fix is left to the user.
+    for h in &mut hits {
+        let in_cte = cx
+            .statements
+            .iter()
+            .any(|s| s.in_cte && s.range.contains(&h.at));
+        if in_cte && !h.edits.is_empty() {
+            h.edits.clear();
+            h.fix = format!(
+                "{} (natkey does not rewrite a statement inside a WITH clause: make this \
+                 change by hand.)",
+                h.fix
+            );
+        }
+    }
     let findings: Vec<Finding> = hits
         .iter()
         .map(|h| {
@@ -416,9 +428,11 @@ pub fn analyze(file: &str, text: &str, dialect: Dialect, keys: &KnownKeys) -> Fi
                 column,
                 message: h.message.clone(),
                 fix: h.fix.clone(),
+                rewritten: !h.edits.is_empty(),
             }
         })
         .collect();
+    let mut findings = findings;
     let mut errors = cx.errors.clone();
     let edits: Vec<Edit> = hits.into_iter().flat_map(|h| h.edits).collect();
     let rewritten = if edits.is_empty() {
@@ -437,6 +451,9 @@ pub fn analyze(file: &str, text: &str, dialect: Dialect, keys: &KnownKeys) -> Fi
                     check.errors[0].message
                 ),
             });
+            for f in &mut findings {
+                f.rewritten = false;
+            }
             None
         } else {
             Some(text_after)
@@ -546,6 +563,50 @@ mod tests {
         assert!(!report.errors[0].message.contains("Line:"), "{report:#?}");
         assert_eq!(rules_of(&report), ["insert-without-natural-key"]);
         assert!(!report.idempotent);
+    }
+
+    #[test]
+    fn a_tokenizer_error_is_located_and_the_statements_around_it_are_analysed() {
+        let report = run(
+            "INSERT INTO sales.daily_orders (order_id, line_item_id) VALUES (1, 1);\n\
+             INSERT INTO t (a) VALUES ('never closed);\n\
+             INSERT INTO sales.daily_orders (order_id, line_item_id) VALUES (2, 1);\n",
+        );
+        assert_eq!(report.errors.len(), 1, "{report:#?}");
+        let e = &report.errors[0];
+        assert_eq!((e.line, e.column), (2, 27), "{report:#?}");
+        assert!(e.message.contains("Unterminated"), "{report:#?}");
+        let lines: Vec<(&str, usize)> = report.findings.iter().map(|f| (f.rule, f.line)).collect();
+        assert_eq!(
+            lines,
+            [
+                ("insert-without-natural-key", 1),
+                ("insert-without-natural-key", 3)
+            ]
+        );
+
+        // An unterminated comment runs to the end: the statement before it is still read.
+        let report = run(
+            "INSERT INTO sales.daily_orders (order_id, line_item_id) VALUES (1, 1);\n\
+             /* never closed\nSELECT 1;",
+        );
+        assert_eq!(report.errors.len(), 1, "{report:#?}");
+        assert_eq!(rules_of(&report), ["insert-without-natural-key"]);
+    }
+
+    #[test]
+    fn an_edit_never_lands_inside_a_multi_line_jinja_expression() {
+        // Found by the fuzzer: the placeholder covers only the first line of the construct.
+        let jinja = "{{ source('staging',\n             'totals') }}";
+        let report = run(&format!(
+            "INSERT INTO daily_totals (day, total_cents)\nSELECT day, total_cents FROM {jinja}"
+        ));
+        let text = rewritten(&report);
+        assert!(text.contains(jinja), "{text}");
+        assert!(
+            text.ends_with(&format!("{jinja} ON CONFLICT (\"day\") DO NOTHING")),
+            "{text}"
+        );
     }
 
     #[test]

@@ -5,7 +5,9 @@
 
 use std::ops::Range;
 
-use sqlparser::ast::{Assignment, Expr, Ident, ObjectName, ObjectNamePart, Spanned, Statement};
+use sqlparser::ast::{
+    Assignment, Expr, Ident, ObjectName, ObjectNamePart, SetExpr, Spanned, Statement, With,
+};
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Location, Span, Token, TokenWithSpan, Tokenizer};
 
@@ -71,13 +73,21 @@ pub struct Tok {
 /// One parsed statement.
 #[derive(Debug, Clone)]
 pub struct Stmt {
+    /// The statement; a `WITH ... INSERT/UPDATE/DELETE/MERGE` is unwrapped to its DML (see
+    /// [`unwrap_with`]), so every rule sees the write.
     pub ast: Statement,
+    /// The `WITH` clause of an unwrapped `WITH ... <DML>`.
+    pub with: Option<With>,
     /// From the first to the end of the last significant token.
     pub range: Range<usize>,
     /// The `;` that ends it, when there is one.
     pub semicolon: Option<usize>,
-    /// True when a `BEGIN`/`START TRANSACTION` before it is still open.
+    /// True when a `BEGIN`/`START TRANSACTION` before it is still open (always for a
+    /// statement inside a CTE: it runs with the statement that holds it).
     pub in_transaction: bool,
+    /// True for the DML of a data-modifying CTE. natkey reports findings there but leaves the
+    /// edit to the user.
+    pub in_cte: bool,
 }
 
 /// A table as the SQL names it.
@@ -137,24 +147,14 @@ impl<'a> FileContext<'a> {
 
     fn parse(&mut self) {
         let parser_dialect = self.dialect.parser();
-        let raw = match Tokenizer::new(parser_dialect.as_ref(), &self.templated.text)
-            .tokenize_with_location()
-        {
-            Ok(tokens) => tokens,
-            Err(e) => {
-                self.errors.push(SqlError {
-                    line: e.location.line as usize,
-                    column: e.location.column as usize,
-                    message: e.message,
-                });
-                return;
-            }
-        };
+        let raw = self.tokenize_resynchronising(parser_dialect.as_ref());
         self.tokens = raw
             .iter()
             .map(|t| Tok {
                 token: t.token.clone(),
-                range: self.source.offset(t.span.start)..self.source.offset(t.span.end),
+                range: self
+                    .templated
+                    .snap(self.source.offset(t.span.start)..self.source.offset(t.span.end)),
             })
             .collect();
         let mut in_transaction = false;
@@ -175,15 +175,55 @@ impl<'a> FileContext<'a> {
             };
             let tokens: Vec<TokenWithSpan> = raw[chunk.clone()].to_vec();
             match parse_one(parser_dialect.as_ref(), tokens) {
+                Ok(ast) if nested_dml(&ast) => self.errors.push(SqlError {
+                    line: raw[first].span.start.line as usize,
+                    column: raw[first].span.start.column as usize,
+                    message: "an INSERT's rows cannot come from another INSERT, UPDATE, DELETE \
+                              or MERGE (a missing SELECT or semicolon?)"
+                        .to_string(),
+                }),
                 Ok(ast) => {
+                    let (ast, with) = unwrap_with(ast);
                     let opens = matches!(ast, Statement::StartTransaction { .. });
                     let closes =
                         matches!(ast, Statement::Commit { .. } | Statement::Rollback { .. });
+                    let range = self.tokens[first].range.start..self.tokens[last].range.end;
+                    // Data-modifying CTEs (`WITH ins AS (INSERT ... RETURNING ...) SELECT ...`)
+                    // write too: each is read as a statement of its own, before the statement
+                    // that holds it (PostgreSQL runs them in one snapshot, atomically).
+                    let ctes = match (&ast, &with) {
+                        (_, Some(w)) => Some(w),
+                        (Statement::Query(q), None) => q.with.as_ref(),
+                        _ => None,
+                    };
+                    for cte in ctes.iter().flat_map(|w| &w.cte_tables) {
+                        if let SetExpr::Insert(dml)
+                        | SetExpr::Update(dml)
+                        | SetExpr::Delete(dml)
+                        | SetExpr::Merge(dml) = cte.query.body.as_ref()
+                        {
+                            let inner = self.span_extent(cte.query.span());
+                            self.statements.push(Stmt {
+                                ast: dml.clone(),
+                                with: None,
+                                range: if inner.is_empty() {
+                                    range.clone()
+                                } else {
+                                    inner
+                                },
+                                semicolon: None,
+                                in_transaction: true,
+                                in_cte: true,
+                            });
+                        }
+                    }
                     self.statements.push(Stmt {
                         ast,
-                        range: self.tokens[first].range.start..self.tokens[last].range.end,
+                        with,
+                        range,
                         semicolon: (!at_end).then(|| self.tokens[i].range.start),
                         in_transaction,
+                        in_cte: false,
                     });
                     if opens {
                         in_transaction = true;
@@ -195,6 +235,67 @@ impl<'a> FileContext<'a> {
                 Err(e) => self.errors.push(parser_error(e, raw[first].span.start)),
             }
         }
+    }
+
+    /// Tokenizes the templated text. A tokenizer error (an unterminated quote or comment) is
+    /// reported with its line and column, and the statement it sits in is blanked out — from
+    /// the end of the statement before it to the next `;` after the error — so that the
+    /// statements before it, and after it where a `;` lets the tokenizer resynchronise, are
+    /// still analysed. Blanking keeps every byte offset (and line) of the text.
+    fn tokenize_resynchronising(
+        &mut self,
+        dialect: &dyn sqlparser::dialect::Dialect,
+    ) -> Vec<TokenWithSpan> {
+        let mut text = self.templated.text.clone();
+        // Each round blanks the error's position, so the rounds are bounded by the text.
+        for _ in 0..text.len().max(1) {
+            let mut tokens = Vec::new();
+            let e =
+                match Tokenizer::new(dialect, &text).tokenize_with_location_into_buf(&mut tokens) {
+                    Ok(()) => {
+                        if text != self.templated.text {
+                            self.source = LineIndex::new(&text);
+                        }
+                        return tokens;
+                    }
+                    Err(e) => e,
+                };
+            self.errors.push(SqlError {
+                line: e.location.line as usize,
+                column: e.location.column as usize,
+                message: e.message,
+            });
+            // `tokens` holds what was read before the failing token: the failing token starts
+            // where the last one ended, its statement after the last `;`.
+            let index = LineIndex::new(&text);
+            let at = tokens
+                .last()
+                .map(|t| index.offset(t.span.end))
+                .unwrap_or(0)
+                .min(index.offset(e.location));
+            let start = tokens
+                .iter()
+                .rev()
+                .find(|t| t.token == Token::SemiColon)
+                .map(|t| index.offset(t.span.end))
+                .unwrap_or(0);
+            let end = text[at..]
+                .find(';')
+                .map(|p| at + p + 1)
+                .unwrap_or(text.len());
+            let blanked: String = text[start..end]
+                .chars()
+                .map(|c| {
+                    if c == '\n' {
+                        "\n".to_string()
+                    } else {
+                        " ".repeat(c.len_utf8())
+                    }
+                })
+                .collect();
+            text.replace_range(start..end, &blanked);
+        }
+        Vec::new()
     }
 
     /// The byte range of an AST node, widened to balance parentheses (sqlparser's spans of
@@ -251,7 +352,7 @@ impl<'a> FileContext<'a> {
                 end = t.range.end;
             }
         }
-        start..end
+        self.templated.snap(start..end)
     }
 
     /// The user's text of an AST node (Jinja included).
@@ -339,6 +440,54 @@ impl<'a> FileContext<'a> {
         }
         format!("{{{{ {inner} }}}}")
     }
+}
+
+/// sqlparser reads `WITH c AS (...) INSERT ...` (and UPDATE, DELETE, MERGE) as a query
+/// whose body is the DML. The rules look for the DML, so it is unwrapped here; the `WITH`
+/// clause is kept beside it, and an INSERT's source query gets it as its own `WITH` (the same
+/// meaning: `INSERT INTO t WITH c AS (...) SELECT ... FROM c`), so the rules that read the
+/// source also read the CTEs. Spans are those of the user's tokens either way.
+pub(crate) fn unwrap_with(ast: Statement) -> (Statement, Option<With>) {
+    let Statement::Query(query) = ast else {
+        return (ast, None);
+    };
+    let inner = match query.body.as_ref() {
+        SetExpr::Insert(s) | SetExpr::Update(s) | SetExpr::Delete(s) | SetExpr::Merge(s) => {
+            s.clone()
+        }
+        _ => return (Statement::Query(query), None),
+    };
+    let with = query.with.clone();
+    match inner {
+        Statement::Insert(mut insert) => {
+            if let (Some(w), Some(source)) = (&with, insert.source.as_mut())
+                && source.with.is_none()
+            {
+                source.with = Some(w.clone());
+            }
+            (Statement::Insert(insert), with)
+        }
+        other => (other, with),
+    }
+}
+
+/// sqlparser accepts `INSERT INTO t (a) INSERT INTO t (a) SELECT ...` (the source query's body
+/// may be DML); no engine does, and the rules would misread it.
+fn nested_dml(ast: &Statement) -> bool {
+    let insert = match ast {
+        Statement::Insert(i) => i,
+        Statement::Query(q) => match q.body.as_ref() {
+            SetExpr::Insert(Statement::Insert(i)) => i,
+            _ => return false,
+        },
+        _ => return false,
+    };
+    insert.source.as_deref().is_some_and(|q| {
+        matches!(
+            q.body.as_ref(),
+            SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_)
+        )
+    })
 }
 
 fn parse_one(

@@ -139,6 +139,7 @@ pub async fn config_with_key_overrides(
                     load_metadata: None,
                     measures: None,
                     survivor: None,
+                    nullable: None,
                 },
             ),
         }

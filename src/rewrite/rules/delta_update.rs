@@ -6,7 +6,8 @@
 
 use sqlparser::ast::{
     Assignment, AssignmentTarget, BinaryOperator, Expr, FunctionArg, FunctionArgExpr,
-    FunctionArguments, MergeAction, MergeUpdateKind, OnConflictAction, OnInsert, Statement,
+    FunctionArguments, MergeAction, MergeUpdateKind, ObjectName, OnConflictAction, OnInsert,
+    Statement, TableFactor, TableObject,
 };
 
 use super::{FileContext, Hit};
@@ -25,8 +26,9 @@ pub(crate) fn check(cx: &FileContext, out: &mut Vec<Hit>) {
     for stmt in &cx.statements {
         match &stmt.ast {
             Statement::Update(u) => {
+                let target = factor_names(&u.table.relation);
                 for a in &u.assignments {
-                    check_assignment(cx, a, Place::Update, &[], out);
+                    check_assignment(cx, a, Place::Update, &target, out);
                 }
             }
             Statement::Insert(i) => {
@@ -38,32 +40,26 @@ pub(crate) fn check(cx: &FileContext, out: &mut Vec<Hit>) {
                     Some(OnInsert::DuplicateKeyUpdate(a)) => a,
                     _ => continue,
                 };
+                let mut target: Vec<String> = i
+                    .table_alias
+                    .iter()
+                    .map(|a| a.alias.value.clone())
+                    .collect();
+                if let TableObject::TableName(name) = &i.table {
+                    target.extend(last_part(name));
+                }
                 for a in assignments {
-                    check_assignment(cx, a, Place::Upsert, &["excluded"], out);
+                    check_assignment(cx, a, Place::Upsert, &target, out);
                 }
             }
             Statement::Merge(m) => {
-                let source_alias = match &m.source {
-                    sqlparser::ast::TableFactor::Table { alias, name, .. } => {
-                        alias.as_ref().map(|a| a.name.value.clone()).or_else(|| {
-                            name.0
-                                .last()
-                                .and_then(|p| p.as_ident())
-                                .map(|i| i.value.clone())
-                        })
-                    }
-                    sqlparser::ast::TableFactor::Derived { alias, .. } => {
-                        alias.as_ref().map(|a| a.name.value.clone())
-                    }
-                    _ => None,
-                };
-                let source: Vec<&str> = source_alias.as_deref().into_iter().collect();
+                let target = factor_names(&m.table);
                 for clause in &m.clauses {
                     if let MergeAction::Update(u) = &clause.action
                         && let MergeUpdateKind::Set(assignments) = &u.kind
                     {
                         for a in assignments {
-                            check_assignment(cx, a, Place::Upsert, &source, out);
+                            check_assignment(cx, a, Place::Upsert, &target, out);
                         }
                     }
                 }
@@ -73,11 +69,31 @@ pub(crate) fn check(cx: &FileContext, out: &mut Vec<Hit>) {
     }
 }
 
+/// The names a table factor goes by in column qualifiers: its alias and its own name.
+fn factor_names(f: &TableFactor) -> Vec<String> {
+    match f {
+        TableFactor::Table { name, alias, .. } => alias
+            .iter()
+            .map(|a| a.name.value.clone())
+            .chain(last_part(name))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn last_part(name: &ObjectName) -> Option<String> {
+    name.0
+        .last()
+        .and_then(|p| p.as_ident())
+        .map(|i| i.value.clone())
+}
+
 fn check_assignment(
     cx: &FileContext,
     a: &Assignment,
     place: Place,
-    source_qualifiers: &[&str],
+    // The names the target goes by: `t.col` with another qualifier reads another table.
+    target: &[String],
     out: &mut Vec<Hit>,
 ) {
     let AssignmentTarget::ColumnName(name) = &a.target else {
@@ -102,19 +118,42 @@ fn check_assignment(
     }
     let is_self = |e: &Expr| {
         reads_column(e, &column)
-            && !super::qualifier(e)
-                .is_some_and(|q| source_qualifiers.iter().any(|s| s.eq_ignore_ascii_case(&q)))
+            && super::qualifier(e).is_none_or(|q| target.iter().any(|t| t.eq_ignore_ascii_case(&q)))
     };
-    let other = if is_self(left) {
-        right.as_ref()
+    let value = cx.extent(&a.value);
+    // `c + a + b` is `(c + a) + b`: follow a chain of the same operator down its left side to
+    // find the column itself, and take everything after `c +` as the delta.
+    let mut spine: Vec<&Expr> = Vec::new();
+    let mut leftmost = &a.value;
+    while let Expr::BinaryOp {
+        left: l,
+        op: o,
+        right: r,
+    } = leftmost
+    {
+        if o != op || *o == BinaryOperator::Minus {
+            break;
+        }
+        spine.push(r.as_ref());
+        leftmost = l.as_ref();
+    }
+    let delta: &str = if spine.len() >= 2 && is_self(leftmost) {
+        let start = spine
+            .last()
+            .map(|r| cx.extent(*r).start)
+            .unwrap_or(value.end);
+        cx.text.get(start..value.end).unwrap_or("")
+    } else if is_self(left) {
+        cx.text_of(right.as_ref())
     } else if is_self(right) && *op != BinaryOperator::Minus {
-        left.as_ref()
+        cx.text_of(left.as_ref())
     } else {
         return;
     };
-    let value = cx.extent(&a.value);
+    if delta.is_empty() {
+        return;
+    }
     let at = cx.extent(a).start;
-    let delta = cx.text_of(other);
     let message = format!(
         "SET {column} = {} applies a change instead of asserting a value: every retry adds \
          {delta} again.",
@@ -171,6 +210,29 @@ fn reads_column(e: &Expr, column: &str) -> bool {
 mod tests {
     use crate::rewrite::Dialect;
     use crate::rewrite::test_support::*;
+
+    #[test]
+    fn the_same_column_of_another_table_is_not_a_delta() {
+        let report =
+            run("UPDATE daily_totals t SET total = s.total + 1 FROM s WHERE t.day = s.day;");
+        assert!(!rules_of(&report).contains(&super::NAME), "{report:#?}");
+        let report = run("UPDATE daily_totals t SET total = daily_totals.total + 1;");
+        assert_eq!(rules_of(&report), [super::NAME], "{report:#?}");
+    }
+
+    #[test]
+    fn a_chain_of_additions_to_the_column_is_a_delta_too() {
+        // Found by the fuzzer: `c + a + b` is `(c + a) + b`.
+        let report = run("INSERT INTO daily_totals AS t (day, total)\n\
+             SELECT day, sum(amount), sum(fee) FROM s GROUP BY day\n\
+             ON CONFLICT (day) DO UPDATE SET total = t.total + excluded.total + excluded.fee;");
+        assert_eq!(rules_of(&report), [super::NAME]);
+        let text = rewritten(&report);
+        assert!(
+            text.contains("SET total = excluded.total + excluded.fee;"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn a_delta_in_an_upsert_is_rewritten_to_the_source_value() {

@@ -38,7 +38,7 @@ pub(crate) fn check(cx: &FileContext, out: &mut Vec<Hit>) {
             out.push(hit(cx, stmt.range.start, &format!("NOTIFY {channel}")));
             continue;
         }
-        let _ = visit_expressions(&stmt.ast, |e| {
+        let mut calls_out = |e: &Expr| {
             if let Expr::Function(f) = e {
                 let full = f.name.to_string().to_ascii_lowercase().replace('"', "");
                 let last = full.rsplit('.').next().unwrap_or("").to_string();
@@ -51,7 +51,13 @@ pub(crate) fn check(cx: &FileContext, out: &mut Vec<Hit>) {
                 }
             }
             ControlFlow::<()>::Continue(())
-        });
+        };
+        let _ = visit_expressions(&stmt.ast, &mut calls_out);
+        // The CTEs of an unwrapped `WITH ... UPDATE/DELETE/MERGE` (an INSERT carries them in
+        // its source already).
+        if let (Some(with), false) = (&stmt.with, matches!(stmt.ast, Statement::Insert(_))) {
+            let _ = visit_expressions(with, &mut calls_out);
+        }
     }
 }
 

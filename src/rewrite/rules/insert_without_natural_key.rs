@@ -1,7 +1,7 @@
 //! `insert-without-natural-key`: an INSERT into a table with a natural key and no conflict
 //! handling, partition overwrite or MERGE. Every retry appends the rows again.
 
-use super::{Conflict, FileContext, Hit, cleared_before, column_list, reads_target};
+use super::{Conflict, FileContext, Hit, cleared_before, column_list};
 use crate::keys::KeySource;
 use crate::rewrite::Dialect;
 use crate::rewrite::edit::Edit;
@@ -11,12 +11,8 @@ pub const NAME: &str = "insert-without-natural-key";
 pub(crate) fn check(cx: &FileContext, out: &mut Vec<Hit>) {
     for view in super::inserts(cx) {
         if view.conflict != Conflict::None
-            || cleared_before(cx, view.index, &view.target).is_some()
-            || view
-                .insert
-                .source
-                .as_deref()
-                .is_some_and(|q| reads_target(cx, q, &view.target))
+            || cleared_before(cx, &view).is_some()
+            || super::anti_join_on_key(cx, &view)
             || super::partition_append::partition_filter(cx, &view).is_some()
         {
             continue;
@@ -214,6 +210,42 @@ mod tests {
     }
 
     #[test]
+    fn a_delete_or_a_read_that_does_not_cover_the_load_guards_nothing() {
+        for (sql, rule) in [
+            // NOT EXISTS on part of the key: a second line item of a loaded order is skipped,
+            // a NULL-free retry of a new one is not.
+            (
+                "INSERT INTO sales.daily_orders (order_id, line_item_id)\n\
+                 SELECT s.order_id, s.line_item_id FROM s WHERE NOT EXISTS (\n\
+                 SELECT 1 FROM sales.daily_orders d WHERE d.order_id = s.order_id);",
+                super::NAME,
+            ),
+            // Reading the target is not an anti-join.
+            (
+                "INSERT INTO sales.daily_orders (order_id, line_item_id)\n\
+                 SELECT s.order_id, s.line_item_id FROM s\n\
+                 WHERE s.order_id > (SELECT avg(order_id) FROM sales.daily_orders);",
+                super::NAME,
+            ),
+            // Deleting other rows first replaces nothing.
+            (
+                "DELETE FROM sales.daily_orders WHERE status = 'void';\n\
+                 INSERT INTO sales.daily_orders (order_id, line_item_id) SELECT order_id, line_item_id FROM s;",
+                super::NAME,
+            ),
+            // Deleting another day than the one loaded.
+            (
+                "BEGIN;\nDELETE FROM sales.daily_orders WHERE order_date = '2024-01-02';\n\
+                 INSERT INTO sales.daily_orders SELECT * FROM s WHERE order_date = '2024-01-01';\nCOMMIT;",
+                "partition-append",
+            ),
+        ] {
+            let report = run(sql);
+            assert_eq!(rules_of(&report), [rule], "{sql}\n{report:#?}");
+        }
+    }
+
+    #[test]
     fn idempotent_shapes_are_not_reported() {
         for sql in [
             "INSERT INTO sales.daily_orders (order_id, line_item_id) VALUES (1, 1) \
@@ -224,7 +256,18 @@ mod tests {
             "CREATE TEMP TABLE stage AS SELECT 1 AS a;\nINSERT INTO stage SELECT 2;",
             "INSERT INTO sales.daily_orders (order_id, line_item_id)\n\
              SELECT s.order_id, s.line_item_id FROM s WHERE NOT EXISTS (\n\
-             SELECT 1 FROM sales.daily_orders d WHERE d.order_id = s.order_id);",
+             SELECT 1 FROM sales.daily_orders d WHERE d.order_id = s.order_id\n\
+             AND d.line_item_id IS NOT DISTINCT FROM s.line_item_id);",
+            "INSERT INTO sales.daily_orders (order_id, line_item_id)\n\
+             SELECT s.order_id, s.line_item_id FROM s WHERE (s.order_id, s.line_item_id) NOT IN (\n\
+             SELECT order_id, line_item_id FROM sales.daily_orders);",
+            "INSERT INTO sales.daily_orders (order_id, line_item_id)\n\
+             SELECT s.order_id, s.line_item_id FROM s LEFT JOIN sales.daily_orders d\n\
+             ON d.order_id = s.order_id AND d.line_item_id = s.line_item_id WHERE d.order_id IS NULL;",
+            "INSERT INTO sales.daily_orders (order_id, line_item_id)\n\
+             SELECT order_id, line_item_id FROM s EXCEPT SELECT order_id, line_item_id FROM sales.daily_orders;",
+            "DELETE FROM sales.daily_orders WHERE (order_id, line_item_id) IN (SELECT order_id, line_item_id FROM s);\n\
+             INSERT INTO sales.daily_orders (order_id, line_item_id) SELECT order_id, line_item_id FROM s;",
             "CREATE OR REPLACE TABLE daily AS SELECT * FROM s;",
             "MERGE INTO sales.daily_orders d USING s ON d.order_id = s.order_id \
              AND d.line_item_id = s.line_item_id WHEN NOT MATCHED THEN INSERT (order_id, \

@@ -18,8 +18,9 @@ pub mod upsert_duplicate_source;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    ConflictTarget, Expr, Insert, ObjectName, ObjectType, OnInsert, Query, Select, SelectItem,
-    SetExpr, SqliteOnConflict, Statement, TableObject, visit_relations,
+    ConflictTarget, Expr, InTarget, Insert, JoinConstraint, JoinOperator, ObjectName, ObjectType,
+    OnInsert, Query, Select, SelectItem, SetExpr, SetOperator, SqliteOnConflict, Statement,
+    TableObject, visit_expressions, visit_relations,
 };
 
 use super::source::{FileContext, Stmt, TableTarget};
@@ -33,7 +34,7 @@ pub const RULES: [(&str, &str); 9] = [
     ),
     (
         conflict_on_surrogate::NAME,
-        "ON CONFLICT on a key generated per insert: it never conflicts",
+        "ON CONFLICT or MERGE on a key generated per insert (never matches) or on part of the natural key",
     ),
     (
         random_surrogate_in_insert::NAME,
@@ -301,15 +302,15 @@ pub(crate) enum Cleared {
     Partition { in_transaction: bool },
 }
 
-/// Whether a statement before `index` removes the target's rows (or creates it afresh).
-pub(crate) fn cleared_before(
-    cx: &FileContext,
-    index: usize,
-    target: &TableTarget,
-) -> Option<Cleared> {
+/// Whether a statement before the INSERT removes the rows it loads (or creates the target
+/// afresh). A `DELETE ... WHERE` counts only when its predicate covers what the INSERT loads:
+/// the INSERT's partition filter (same column, same value or placeholder), or — without one —
+/// every natural-key column. Deleting some other rows first replaces nothing.
+pub(crate) fn cleared_before(cx: &FileContext, view: &InsertView) -> Option<Cleared> {
+    let target = &view.target;
     let mut found = None;
     let mut dropped = false;
-    for stmt in &cx.statements[..index] {
+    for stmt in &cx.statements[..view.index] {
         match &stmt.ast {
             Statement::Truncate(t)
                 if t.table_names
@@ -330,12 +331,15 @@ pub(crate) fn cleared_before(
                     _ => false,
                 }) || d.tables.iter().any(|n| same_table(&cx.table(n), target));
                 if hits {
-                    found = Some(match d.selection {
-                        None => Cleared::Whole,
-                        Some(_) => Cleared::Partition {
-                            in_transaction: stmt.in_transaction,
-                        },
-                    });
+                    match &d.selection {
+                        None => found = Some(Cleared::Whole),
+                        Some(selection) if delete_covers(cx, view, selection) => {
+                            found = Some(Cleared::Partition {
+                                in_transaction: stmt.in_transaction,
+                            })
+                        }
+                        Some(_) => {}
+                    }
                 }
             }
             Statement::Drop {
@@ -357,18 +361,162 @@ pub(crate) fn cleared_before(
     found
 }
 
-/// True when the query reads the target table itself: an anti-join (`WHERE NOT EXISTS (SELECT
-/// ... FROM target ...)`, `NOT IN`, `EXCEPT`, `LEFT JOIN target ... IS NULL`) that skips rows
-/// already loaded.
+/// True when a DELETE's predicate covers the rows the INSERT loads (see [`cleared_before`]).
+fn delete_covers(cx: &FileContext, view: &InsertView, selection: &Expr) -> bool {
+    let Some(filter) = partition_append::partition_filter(cx, view) else {
+        return match view.keys.filter(|k| !k.natural_key.is_empty()) {
+            Some(keys) => keys
+                .natural_key
+                .iter()
+                .all(|c| mentions_column(selection, c)),
+            // Without a key natkey cannot tell; it does not cry wolf.
+            None => true,
+        };
+    };
+    let squeeze = |t: &str| t.split_whitespace().collect::<String>();
+    let value = squeeze(cx.text_of(filter.value));
+    let columns: Vec<&str> = filter
+        .target_column
+        .iter()
+        .map(String::as_str)
+        .chain([filter.source_column.as_str()])
+        .collect();
+    let is_column = |e: &Expr| {
+        column_name(e).is_some_and(|c| columns.iter().any(|w| w.eq_ignore_ascii_case(&c)))
+    };
+    let mut conjuncts = Vec::new();
+    partition_append::collect_conjuncts(selection, &mut conjuncts);
+    conjuncts.into_iter().any(|e| match e {
+        Expr::BinaryOp {
+            left,
+            op: sqlparser::ast::BinaryOperator::Eq,
+            right,
+        } => {
+            (is_column(left) && squeeze(cx.text_of(right.as_ref())) == value)
+                || (is_column(right) && squeeze(cx.text_of(left.as_ref())) == value)
+        }
+        _ => false,
+    })
+}
+
+/// True when an expression reads a column of that name (any qualifier).
+pub(crate) fn mentions_column(e: &Expr, column: &str) -> bool {
+    visit_expressions(e, |x| match column_name(x) {
+        Some(c) if c.eq_ignore_ascii_case(column) => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break()
+}
+
+/// True when the INSERT skips rows already loaded with an anti-join on the target's natural
+/// key: `WHERE NOT EXISTS (SELECT ... FROM target WHERE <every key column matched>)`, `(key)
+/// NOT IN (SELECT key FROM target)`, `LEFT JOIN target ON <key> ... WHERE ... IS NULL`, or
+/// `EXCEPT SELECT ... FROM target`. Merely reading the target guards nothing. When the key is
+/// unknown, any of these shapes on the target counts.
+pub(crate) fn anti_join_on_key(cx: &FileContext, view: &InsertView) -> bool {
+    let Some(query) = view.insert.source.as_deref() else {
+        return false;
+    };
+    let key: Vec<String> = view.keys.map(|k| k.natural_key.clone()).unwrap_or_default();
+    let covers = |e: &Expr| key.iter().all(|c| mentions_column(e, c));
+    let reads = |q: &Query| reads_target(cx, q, &view.target);
+    let in_expressions = visit_expressions(query, |e| {
+        let guard = match e {
+            Expr::Exists {
+                subquery,
+                negated: true,
+            } => {
+                reads(subquery)
+                    && match subquery.body.as_ref() {
+                        SetExpr::Select(s) => {
+                            key.is_empty() || s.selection.as_ref().is_some_and(covers)
+                        }
+                        _ => false,
+                    }
+            }
+            Expr::In {
+                expr,
+                target: InTarget::Subquery(subquery),
+                negated: true,
+                ..
+            } => reads(subquery) && covers(expr),
+            _ => false,
+        };
+        if guard {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .is_break();
+    in_expressions || left_anti_join(cx, query.body.as_ref(), view, &covers)
+}
+
+fn left_anti_join(
+    cx: &FileContext,
+    body: &SetExpr,
+    view: &InsertView,
+    covers: &dyn Fn(&Expr) -> bool,
+) -> bool {
+    match body {
+        SetExpr::Select(s) => {
+            let checks_null = s.selection.as_ref().is_some_and(|w| {
+                visit_expressions(w, |x| {
+                    if matches!(x, Expr::IsNull(_)) {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                })
+                .is_break()
+            });
+            s.from.iter().flat_map(|t| &t.joins).any(|j| {
+                let on_target = matches!(&j.relation, sqlparser::ast::TableFactor::Table { name, .. }
+                    if same_table(&cx.table(name), &view.target));
+                let constraint = match &j.join_operator {
+                    JoinOperator::Left(c) | JoinOperator::LeftOuter(c) if checks_null => Some(c),
+                    JoinOperator::LeftAnti(c) | JoinOperator::Anti(c) => Some(c),
+                    _ => None,
+                };
+                on_target
+                    && match constraint {
+                        Some(JoinConstraint::On(on)) => covers(on),
+                        Some(JoinConstraint::Using(_)) => true,
+                        _ => false,
+                    }
+            })
+        }
+        SetExpr::SetOperation {
+            op: SetOperator::Except,
+            left,
+            right,
+            ..
+        } => {
+            visit_relations(right.as_ref(), |name| {
+                if same_table(&cx.table(name), &view.target) {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .is_break()
+                || left_anti_join(cx, left, view, covers)
+        }
+        SetExpr::Query(q) => left_anti_join(cx, q.body.as_ref(), view, covers),
+        _ => false,
+    }
+}
+
+/// True when the query reads the target table itself.
 pub(crate) fn reads_target(cx: &FileContext, query: &Query, target: &TableTarget) -> bool {
-    let found = visit_relations(query, |name| {
+    visit_relations(query, |name| {
         if same_table(&cx.table(name), target) {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
         }
-    });
-    found.is_break()
+    })
+    .is_break()
 }
 
 /// "the natural key of X is not known" in one place, so every rule says it the same way.
@@ -386,4 +534,93 @@ pub(crate) fn column_list(cx: &FileContext, columns: &[String]) -> String {
         .map(|c| cx.dialect.quote_ident(c))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::rewrite::test_support::*;
+
+    #[test]
+    fn a_write_behind_a_with_clause_is_checked_like_any_other() {
+        // sqlparser reads these as queries whose body is the DML: the rules must see it.
+        let report = run(
+            "WITH src AS (SELECT order_id, line_item_id FROM staging.orders)\n\
+             INSERT INTO sales.daily_orders (order_id, line_item_id)\n\
+             SELECT order_id, line_item_id FROM src;",
+        );
+        assert_eq!(rules_of(&report), ["insert-without-natural-key"]);
+        let text = rewritten(&report);
+        assert!(
+            text.ends_with(
+                "SELECT order_id, line_item_id FROM src ON CONFLICT (\"order_id\", \"line_item_id\") DO NOTHING;"
+            ),
+            "{text}"
+        );
+
+        let report = run(
+            "WITH n AS (SELECT day, count(*) AS c FROM s GROUP BY day)\n\
+             UPDATE daily_totals t SET total = t.total + n.c FROM n WHERE t.day = n.day;",
+        );
+        assert_eq!(rules_of(&report), ["delta-update"]);
+
+        let report = run("WITH src AS (SELECT day, total FROM s)\n\
+             MERGE INTO daily_totals t USING src ON t.day IS NOT DISTINCT FROM src.day\n\
+             WHEN MATCHED THEN UPDATE SET total = src.total;");
+        assert_eq!(rules_of(&report), ["upsert-duplicate-source"]);
+
+        let targets = crate::rewrite::write_targets(
+            "WITH s AS (SELECT 1 AS a) INSERT INTO x.t (a) SELECT a FROM s",
+            crate::rewrite::Dialect::Postgres,
+        );
+        assert_eq!(targets.len(), 1);
+        assert_eq!(targets[0].to_string(), "x.t");
+    }
+
+    #[test]
+    fn a_write_inside_a_with_clause_is_reported_and_left_to_the_user() {
+        let report = run("WITH ins AS (\n\
+             INSERT INTO sales.daily_orders (order_id, line_item_id)\n\
+             SELECT order_id, line_item_id FROM staging.orders RETURNING order_id)\n\
+             SELECT count(*) FROM ins;");
+        assert_eq!(
+            rules_of(&report),
+            ["insert-without-natural-key"],
+            "{report:#?}"
+        );
+        assert_eq!(report.findings[0].line, 2);
+        let report = run("WITH ins AS (\n\
+             INSERT INTO sales.daily_orders (order_id, line_item_id, order_date)\n\
+             SELECT order_id, line_item_id, order_date FROM staging.orders\n\
+             WHERE order_date = '{{ ds }}')\n\
+             SELECT 1;");
+        assert_eq!(rules_of(&report), ["partition-append"], "{report:#?}");
+        assert_eq!(report.rewritten, None);
+        assert!(report.findings[0].fix.contains("by hand"), "{report:#?}");
+        // A partition replaced in the same statement is fine.
+        let report = run(
+            "WITH gone AS (DELETE FROM sales.daily_orders WHERE order_date = '{{ ds }}')\n\
+             INSERT INTO sales.daily_orders (order_id, line_item_id, order_date)\n\
+             SELECT order_id, line_item_id, order_date FROM staging.orders\n\
+             WHERE order_date = '{{ ds }}';",
+        );
+        assert!(report.idempotent, "{report:#?}");
+    }
+
+    #[test]
+    fn a_with_clause_that_deduplicates_or_replaces_is_fine() {
+        for sql in [
+            "WITH src AS (SELECT DISTINCT day, total FROM s)\n\
+             INSERT INTO daily_totals (day, total) SELECT day, total FROM src\n\
+             ON CONFLICT (day) DO UPDATE SET total = excluded.total;",
+            "WITH src AS (SELECT day, sum(total) AS total FROM s GROUP BY day)\n\
+             MERGE INTO daily_totals t USING src ON t.day IS NOT DISTINCT FROM src.day\n\
+             WHEN MATCHED THEN UPDATE SET total = src.total;",
+            "WITH src AS (SELECT order_id, line_item_id FROM staging.orders)\n\
+             INSERT INTO sales.daily_orders (order_id, line_item_id)\n\
+             SELECT order_id, line_item_id FROM src ON CONFLICT (order_id, line_item_id) DO NOTHING;",
+        ] {
+            let report = run(sql);
+            assert!(report.idempotent, "{sql}\n{report:#?}");
+        }
+    }
 }

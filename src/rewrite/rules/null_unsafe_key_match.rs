@@ -1,12 +1,15 @@
 //! `null-unsafe-key-match`: a MERGE (or an anti-join guarding an INSERT) that matches rows on
 //! a nullable natural-key column with `=`. `NULL = NULL` is not true, so a row whose key holds a
 //! NULL never matches the copy already loaded, and every retry inserts it again. The rewrite
-//! uses the dialect's null-safe equality (`IS NOT DISTINCT FROM`, `<=>`, `IS`).
+//! uses the dialect's null-safe equality ([`crate::dialect::Dialect::null_safe_eq`]).
 //!
-//! Nullability comes from the catalog (`--warehouse`); without it the rule stays silent rather
-//! than guess.
+//! Also a JOIN of the target in the INSERT's source (`LEFT JOIN target t ON t.k = s.k WHERE
+//! t.k IS NULL`). Nullability comes from the catalog (`--warehouse`) or `nullable = [...]` in a
+//! natkey.toml `[[table]]`; without either the rule stays silent rather than guess.
 
-use sqlparser::ast::{BinaryOperator, Expr, Query, SetExpr, Statement, TableFactor};
+use sqlparser::ast::{
+    BinaryOperator, Expr, JoinConstraint, JoinOperator, Query, SetExpr, Statement, TableFactor,
+};
 
 use super::{FileContext, Hit, same_table};
 use crate::rewrite::TableKeys;
@@ -33,6 +36,24 @@ pub(crate) fn check(cx: &FileContext, out: &mut Vec<Hit>) {
         let (Some(keys), Some(query)) = (view.keys, view.insert.source.as_deref()) else {
             continue;
         };
+        if let Some(select) = view.select() {
+            for join in select.from.iter().flat_map(|t| &t.joins) {
+                let on_target = matches!(&join.relation, TableFactor::Table { name, .. }
+                    if same_table(&cx.table(name), &view.target));
+                let constraint = match &join.join_operator {
+                    JoinOperator::Join(c)
+                    | JoinOperator::Inner(c)
+                    | JoinOperator::Left(c)
+                    | JoinOperator::LeftOuter(c)
+                    | JoinOperator::LeftAnti(c)
+                    | JoinOperator::Anti(c) => Some(c),
+                    _ => None,
+                };
+                if let (true, Some(JoinConstraint::On(on))) = (on_target, constraint) {
+                    check_predicate(cx, on, keys, out);
+                }
+            }
+        }
         for sub in anti_join_subqueries(query) {
             let SetExpr::Select(s) = sub.body.as_ref() else {
                 continue;
@@ -104,12 +125,12 @@ fn check_predicate(cx: &FileContext, predicate: &Expr, keys: &TableKeys, out: &m
             } else {
                 return;
             };
-            let left_end = cx.extent(left.as_ref()).end;
-            let right_start = cx.extent(right.as_ref()).start;
-            if left_end >= right_start {
+            let (left_sql, right_sql) = (cx.text_of(left.as_ref()), cx.text_of(right.as_ref()));
+            let range = cx.extent(predicate);
+            if left_sql.is_empty() || right_sql.is_empty() || range.is_empty() {
                 return;
             }
-            let operator = crate::rewrite::null_safe_eq(cx.dialect);
+            let null_safe = cx.dialect.null_safe_eq(left_sql, right_sql);
             out.push(Hit {
                 rule: NAME,
                 at: cx.extent(predicate).start,
@@ -120,13 +141,10 @@ fn check_predicate(cx: &FileContext, predicate: &Expr, keys: &TableKeys, out: &m
                     keys.table
                 ),
                 fix: format!(
-                    "Match NULL keys as equal with `{operator}` (two NULL keys are the same \
+                    "Match NULL keys as equal with `{null_safe}` (two NULL keys are the same \
                      key), or make {column} NOT NULL."
                 ),
-                edits: vec![Edit::replace(
-                    left_end..right_start,
-                    format!(" {operator} "),
-                )],
+                edits: vec![Edit::replace(range, null_safe)],
             });
         }
         _ => {}
@@ -156,6 +174,16 @@ mod tests {
             text.contains("d.line_item_id <=> src.line_item_id"),
             "{text}"
         );
+        // Redshift has no IS NOT DISTINCT FROM.
+        let text = rewritten(&run_in(sql, Dialect::Redshift));
+        assert!(
+            text.contains(
+                "AND (d.line_item_id = src.line_item_id OR (d.line_item_id IS NULL AND \
+                 src.line_item_id IS NULL))\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("DISTINCT FROM"), "{text}");
     }
 
     #[test]
@@ -165,6 +193,44 @@ mod tests {
                SELECT 1 FROM daily_totals t WHERE t.day = s.day);");
         assert_eq!(rules_of(&report), [super::NAME]);
         assert!(rewritten(&report).contains("t.day IS NOT DISTINCT FROM s.day"));
+    }
+
+    #[test]
+    fn a_left_anti_join_on_a_nullable_key_is_reported() {
+        let report = run("INSERT INTO daily_totals (day, total)\n\
+             SELECT s.day, s.total FROM s LEFT JOIN daily_totals t ON t.day = s.day\n\
+             WHERE t.day IS NULL;");
+        assert_eq!(rules_of(&report), [super::NAME], "{report:#?}");
+        assert!(
+            rewritten(&report).contains("ON t.day IS NOT DISTINCT FROM s.day\n"),
+            "{report:#?}"
+        );
+    }
+
+    #[test]
+    fn natkey_toml_declares_nullable_columns() {
+        let config = crate::config::Config::parse(
+            "[[table]]\nname = \"events\"\nnatural_key = [\"device_id\", \"at\"]\n\
+             nullable = [\"device_id\"]\n",
+            std::path::Path::new("natkey.toml"),
+        )
+        .expect("valid");
+        let mut keys = crate::rewrite::KnownKeys::new();
+        keys.add_config(&config);
+        let sql = "MERGE INTO events e USING (SELECT DISTINCT device_id, at FROM s) src\n\
+             ON e.device_id = src.device_id AND e.at = src.at\n\
+             WHEN NOT MATCHED THEN INSERT (device_id, at) VALUES (src.device_id, src.at);";
+        let report = crate::rewrite::analyze("task.sql", sql, Dialect::Postgres, &keys);
+        assert_eq!(rules_of(&report), [super::NAME], "{report:#?}");
+        assert!(report.findings[0].message.contains("device_id"));
+        // Without the setting natkey does not guess.
+        let report = crate::rewrite::analyze(
+            "task.sql",
+            sql,
+            Dialect::Postgres,
+            &crate::rewrite::KnownKeys::new(),
+        );
+        assert!(!rules_of(&report).contains(&super::NAME), "{report:#?}");
     }
 
     #[test]

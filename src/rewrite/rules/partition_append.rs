@@ -4,7 +4,7 @@
 
 use sqlparser::ast::{BinaryOperator, Expr, Value};
 
-use super::{Conflict, FileContext, Hit, InsertView, cleared_before, reads_target};
+use super::{Conflict, FileContext, Hit, InsertView, cleared_before};
 use crate::rewrite::edit::Edit;
 
 pub const NAME: &str = "partition-append";
@@ -65,7 +65,7 @@ pub(crate) fn partition_filter<'a>(
     None
 }
 
-fn collect_conjuncts<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
+pub(crate) fn collect_conjuncts<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
     match e {
         Expr::BinaryOp {
             left,
@@ -129,12 +129,8 @@ fn looks_like_date(text: &str) -> bool {
 pub(crate) fn check(cx: &FileContext, out: &mut Vec<Hit>) {
     for view in super::inserts(cx) {
         if view.conflict != Conflict::None
-            || cleared_before(cx, view.index, &view.target).is_some()
-            || view
-                .insert
-                .source
-                .as_deref()
-                .is_some_and(|q| reads_target(cx, q, &view.target))
+            || cleared_before(cx, &view).is_some()
+            || super::anti_join_on_key(cx, &view)
         {
             continue;
         }

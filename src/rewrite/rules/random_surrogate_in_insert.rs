@@ -1,6 +1,10 @@
 //! `random-surrogate-in-insert`: the task itself writes `gen_random_uuid()`, `uuid()`,
-//! `newid()`, `random()` or `nextval(...)` into a column. Every run mints new keys for the same
-//! facts, so nothing can recognise a retried row. The rewrite writes a hash of the natural key.
+//! `newid()`, `random()` or `nextval(...)` into a key column (a known surrogate or natural-key
+//! column, the conflict target, or a column named like a key: `id`, `uuid`, `*_id`, `*_key`).
+//! Every run mints new keys for the same facts, so nothing can recognise a retried row. The
+//! rewrite writes a hash of the natural key that tells NULL from any value and cannot be fooled
+//! by a separator inside a value. A random value in a payload column (a sampling weight, say) is
+//! not a key and is left alone.
 
 use sqlparser::ast::Expr;
 
@@ -48,7 +52,7 @@ pub(crate) fn check(cx: &FileContext, out: &mut Vec<Hit>) {
         {
             continue;
         }
-        for column in &view.columns {
+        for column in view.columns.iter().filter(|c| key_like(&view, c)) {
             let Some(random) = view.values_for(column).into_iter().find(|e| is_random(e)) else {
                 continue;
             };
@@ -86,8 +90,9 @@ pub(crate) fn check(cx: &FileContext, out: &mut Vec<Hit>) {
                     message,
                     fix: match view.keys.filter(|k| !k.natural_key.is_empty()) {
                         Some(_) => format!(
-                            "Write a deterministic key, a hash of the natural key (e.g. \
-                             md5(concat_ws('|', key columns))), into {column}."
+                            "Write a deterministic key into {column}, a hash of the natural key \
+                             that keeps NULLs and separators apart (e.g. md5 of a JSON array of \
+                             the key columns)."
                         ),
                         None => format!(
                             "Write a hash of the natural key instead. {}.",
@@ -101,21 +106,66 @@ pub(crate) fn check(cx: &FileContext, out: &mut Vec<Hit>) {
     }
 }
 
-/// A hash of the key expressions, typed like the dialect's UUIDs where it has them.
+/// True when a column holds a key, so a random value in it defeats retries: a known surrogate
+/// or natural-key column, a conflict target column, or a column named like a key.
+fn key_like(view: &super::InsertView, column: &str) -> bool {
+    let c = column.to_ascii_lowercase();
+    let named_like_a_key = ["id", "uuid", "guid", "key", "sk", "pk"].contains(&c.as_str())
+        || ["_id", "_key", "_uuid", "_guid", "_sk", "_pk"]
+            .iter()
+            .any(|suffix| c.ends_with(suffix));
+    let in_conflict_target = match &view.conflict {
+        Conflict::Columns { columns, .. } => columns.iter().any(|k| k.eq_ignore_ascii_case(column)),
+        _ => false,
+    };
+    named_like_a_key
+        || in_conflict_target
+        || view
+            .keys
+            .is_some_and(|k| k.is_surrogate(column) || k.is_key(column))
+}
+
+/// A hash of the key expressions, typed like the dialect's UUIDs where it has them. Two keys
+/// hash alike only when they are equal: NULL is not the empty string and `('a|b', 'c')` is not
+/// `('a', 'b|c')` — a JSON array of the key where the engine has one, else each part
+/// length-prefixed (`3:abc`) with `null` for NULL.
 fn deterministic_key(dialect: Dialect, exprs: &[&str]) -> Option<String> {
     let list = exprs.join(", ");
+    let prefixed = |cast: &str, concat: &dyn Fn(&[String]) -> String| -> Vec<String> {
+        exprs
+            .iter()
+            .map(|e| {
+                let text = format!("CAST({e} AS {cast})");
+                format!(
+                    "coalesce({}, 'null')",
+                    concat(&[
+                        format!("CAST(length({text}) AS {cast})"),
+                        "':'".to_string(),
+                        text
+                    ])
+                )
+            })
+            .collect()
+    };
+    let pipes = |parts: &[String]| parts.join(" || ");
     match dialect {
-        Dialect::Postgres => Some(format!("md5(concat_ws('|', {list}))::uuid")),
-        Dialect::MySql | Dialect::Snowflake | Dialect::Redshift | Dialect::Databricks => {
-            Some(format!("md5(concat_ws('|', {list}))"))
-        }
+        Dialect::Postgres => Some(format!("md5(json_build_array({list})::text)::uuid")),
+        Dialect::MySql => Some(format!("md5(json_array({list}))")),
+        Dialect::Snowflake | Dialect::Redshift => Some(format!(
+            "md5({})",
+            prefixed("varchar", &pipes).join(" || '|' || ")
+        )),
+        Dialect::Databricks => Some(format!(
+            "md5({})",
+            prefixed("string", &pipes).join(" || '|' || ")
+        )),
         Dialect::BigQuery => Some(format!(
             "to_hex(md5(array_to_string([{}], '|')))",
-            exprs
-                .iter()
-                .map(|e| format!("cast({e} as string)"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            prefixed("string", &|parts: &[String]| format!(
+                "concat({})",
+                parts.join(", ")
+            ))
+            .join(", ")
         )),
         // SQLite has no hash function built in.
         Dialect::Sqlite => None,
@@ -137,10 +187,48 @@ mod tests {
         let text = rewritten(&report);
         assert!(
             text.contains(
-                "SELECT md5(concat_ws('|', o.order_id, o.line_item_id))::uuid, o.order_id"
+                "SELECT md5(json_build_array(o.order_id, o.line_item_id)::text)::uuid, o.order_id"
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn every_dialect_hashes_the_key_null_safely_and_the_rewrite_parses() {
+        for dialect in Dialect::ALL {
+            let report = run_in(RANDOM, dialect);
+            assert!(rules_of(&report).contains(&super::NAME), "{dialect}");
+            if dialect == Dialect::Sqlite {
+                continue;
+            }
+            let text = rewritten(&report);
+            assert!(!text.contains("gen_random_uuid"), "{dialect}: {text}");
+            // concat_ws skips NULLs, so (1, NULL) and (NULL, 1) would get one key.
+            assert!(!text.contains("concat_ws"), "{dialect}: {text}");
+            assert!(
+                text.contains("json") || text.contains("'null'"),
+                "{dialect}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_random_value_in_a_payload_column_is_not_a_key() {
+        let report = run(
+            "INSERT INTO sales.daily_orders (order_id, line_item_id, sample_weight)\n\
+             SELECT o.order_id, o.line_item_id, random() FROM staging.orders o;",
+        );
+        assert_eq!(rules_of(&report), ["insert-without-natural-key"]);
+        let report =
+            run("INSERT INTO events (event_id, score) SELECT gen_random_uuid(), random() FROM s;");
+        let hits: Vec<&str> = report
+            .findings
+            .iter()
+            .filter(|f| f.rule == super::NAME)
+            .map(|f| f.message.as_str())
+            .collect();
+        assert_eq!(hits.len(), 1, "{report:#?}");
+        assert!(hits[0].contains("event_id"), "{hits:?}");
     }
 
     #[test]

@@ -4,10 +4,11 @@
 //! worse, picks one row arbitrarily): a retry is not guaranteed to end where the first run did.
 
 use sqlparser::ast::{
-    Distinct, Expr, GroupByExpr, Query, SetExpr, Statement, TableFactor, visit_expressions,
+    Distinct, Expr, GroupByExpr, Query, SetExpr, Statement, TableFactor, With, visit_expressions,
 };
 
 use super::{Conflict, FileContext, Hit};
+use crate::config::SurvivorRule;
 use crate::rewrite::Dialect;
 use crate::rewrite::edit::Edit;
 
@@ -39,29 +40,66 @@ pub(crate) fn check(cx: &FileContext, out: &mut Vec<Hit>) {
             columns.join(", ")
         );
         let select = view.select();
+        // Which duplicate the upsert keeps must not be left to chance, or a retry over the same
+        // source can keep another row: ORDER BY the key, then the survivor rule when known.
+        let survivor = view
+            .keys
+            .and_then(|k| k.survivor.as_ref())
+            .and_then(|rule| {
+                let (column, direction) = match rule {
+                    SurvivorRule::Latest(c) => (c, "DESC NULLS LAST"),
+                    SurvivorRule::Earliest(c) => (c, "ASC NULLS LAST"),
+                    SurvivorRule::LowestSurrogate => return None,
+                };
+                let expr = view.values_for(column).first().map(|e| cx.text_of(*e))?;
+                (!expr.is_empty()).then(|| (format!("{expr} {direction}"), rule))
+            });
         let rewrite = match (cx.dialect, select) {
             (Dialect::Postgres, Some(s))
                 if s.distinct.is_none()
                     && query.order_by.is_none()
+                    && query.limit_clause.is_none()
+                    && query.fetch.is_none()
                     && key_items.len() == columns.len() =>
             {
                 let exprs: Vec<&str> = key_items.iter().map(|e| cx.text_of(*e)).collect();
                 let at = cx.extent(&s.select_token.0).end;
-                (!exprs.iter().any(|e| e.is_empty()))
-                    .then(|| Edit::insert(at, format!(" DISTINCT ON ({})", exprs.join(", "))))
+                let end = cx.extent(query).end;
+                let mut order = exprs.join(", ");
+                if let Some((by, _)) = &survivor {
+                    order.push_str(&format!(", {by}"));
+                }
+                (!exprs.iter().any(|e| e.is_empty()) && at < end).then(|| {
+                    vec![
+                        Edit::insert(at, format!(" DISTINCT ON ({})", exprs.join(", "))),
+                        Edit::insert(end, format!(" ORDER BY {order}")),
+                    ]
+                })
             }
             _ => None,
         };
+        let kept = match &survivor {
+            Some((_, rule)) => format!(
+                "ORDER BY the key then the survivor rule ({rule}) chooses the row each key keeps, \
+                 so every retry keeps the same one."
+            ),
+            None => format!(
+                "natkey does not know which duplicate should win, so the row each key keeps is \
+                 arbitrary: add the column that decides after the key in the ORDER BY (e.g. \
+                 loaded_at DESC), or declare survivor = \"latest:COL\" for {} in natkey.toml.",
+                view.target
+            ),
+        };
         let at = cx.extent(query).start;
         match rewrite {
-            Some(edit) => out.push(Hit {
+            Some(edits) => out.push(Hit {
                 rule: NAME,
                 at,
                 message,
-                fix: "Added DISTINCT ON (key) to the source so each key is upserted once; add \
-                      an ORDER BY starting with the key columns to choose which row wins."
-                    .to_string(),
-                edits: vec![edit],
+                fix: format!(
+                    "Added DISTINCT ON (key) to the source so each key is upserted once; {kept}"
+                ),
+                edits,
             }),
             None => out.push(Hit {
                 rule: NAME,
@@ -78,11 +116,7 @@ pub(crate) fn check(cx: &FileContext, out: &mut Vec<Hit>) {
         let Statement::Merge(m) = &stmt.ast else {
             continue;
         };
-        let safe = match &m.source {
-            TableFactor::Derived { subquery, .. } => deduplicated(subquery),
-            _ => false,
-        };
-        if safe {
+        if relation_deduplicated(&m.source, stmt.with.as_ref(), 0) {
             continue;
         }
         let at = cx.extent(&m.source).start;
@@ -105,6 +139,19 @@ pub(crate) fn check(cx: &FileContext, out: &mut Vec<Hit>) {
 /// True when a query yields each key at most once as far as its shape shows: GROUP BY,
 /// DISTINCT, or a `ROW_NUMBER() ... = 1` filter (QUALIFY or an outer WHERE).
 pub(crate) fn deduplicated(query: &Query) -> bool {
+    deduplicated_in(query, None, 0)
+}
+
+/// How deep CTEs and subqueries are followed (a recursive CTE names itself).
+const MAX_DEPTH: usize = 16;
+
+/// [`deduplicated`], reading the CTEs of `outer` (or of the query itself) where a FROM names
+/// one.
+fn deduplicated_in(query: &Query, outer: Option<&With>, depth: usize) -> bool {
+    if depth > MAX_DEPTH {
+        return false;
+    }
+    let with = query.with.as_ref().or(outer);
     match query.body.as_ref() {
         SetExpr::Select(s) => {
             let grouped = match &s.group_by {
@@ -113,18 +160,41 @@ pub(crate) fn deduplicated(query: &Query) -> bool {
             };
             let distinct = matches!(s.distinct, Some(Distinct::Distinct | Distinct::On(_)));
             let filtered = s.qualify.is_some() || s.selection.as_ref().is_some_and(rank_filter);
-            let from_dedup = s.from.iter().any(|t| match &t.relation {
-                TableFactor::Derived { subquery, .. } => deduplicated(subquery),
-                _ => false,
-            });
+            let from_dedup = s.from.len() == 1
+                && s.from[0].joins.is_empty()
+                && relation_deduplicated(&s.from[0].relation, with, depth + 1);
             grouped || distinct || filtered || from_dedup
         }
-        SetExpr::Query(q) => deduplicated(q),
+        SetExpr::Query(q) => deduplicated_in(q, with, depth + 1),
         SetExpr::SetOperation {
             op: sqlparser::ast::SetOperator::Union,
             set_quantifier,
             ..
         } => !matches!(set_quantifier, sqlparser::ast::SetQuantifier::All),
+        _ => false,
+    }
+}
+
+/// True when a FROM item yields each key at most once: a deduplicated subquery, or a CTE of
+/// `with` that is one.
+pub(crate) fn relation_deduplicated(
+    relation: &TableFactor,
+    with: Option<&With>,
+    depth: usize,
+) -> bool {
+    match relation {
+        TableFactor::Derived { subquery, .. } => deduplicated_in(subquery, with, depth + 1),
+        TableFactor::Table { name, .. } if name.0.len() == 1 => {
+            let Some(cte_name) = name.0[0].as_ident() else {
+                return false;
+            };
+            with.and_then(|w| {
+                w.cte_tables
+                    .iter()
+                    .find(|c| c.alias.name.value.eq_ignore_ascii_case(&cte_name.value))
+            })
+            .is_some_and(|c| deduplicated_in(&c.query, with, depth + 1))
+        }
         _ => false,
     }
 }
@@ -188,8 +258,53 @@ mod tests {
         assert_eq!(rules_of(&report), [super::NAME]);
         let text = rewritten(&report);
         assert!(
-            text.contains("SELECT DISTINCT ON (e.day) e.day, e.total"),
+            text.contains(
+                "SELECT DISTINCT ON (e.day) e.day, e.total FROM events e ORDER BY e.day\n"
+            ),
             "{text}"
+        );
+        assert!(
+            report.findings[0]
+                .fix
+                .contains("does not know which duplicate should win"),
+            "{report:#?}"
+        );
+    }
+
+    #[test]
+    fn a_known_survivor_rule_orders_the_distinct_on() {
+        let mut keys = orders_keys();
+        let mut totals = crate::rewrite::TableKeys::new(
+            "daily_totals".parse().expect("valid"),
+            vec!["day".into()],
+            crate::keys::KeySource::Config,
+        );
+        totals.survivor = Some(crate::config::SurvivorRule::Latest("computed_at".into()));
+        let mut fresh = crate::rewrite::KnownKeys::new();
+        fresh.add(totals);
+        for t in keys.tables() {
+            fresh.add(t.clone());
+        }
+        keys = fresh;
+        let report = crate::rewrite::analyze(
+            "task.sql",
+            "INSERT INTO daily_totals (day, total, computed_at)\n\
+             SELECT e.day, e.total, e.at FROM events e WHERE e.ok\n\
+             ON CONFLICT (day) DO UPDATE SET total = excluded.total;",
+            Dialect::Postgres,
+            &keys,
+        );
+        assert_eq!(rules_of(&report), [super::NAME]);
+        let text = report.rewritten.clone().expect("a rewrite");
+        assert!(
+            text.contains(
+                "SELECT DISTINCT ON (e.day) e.day, e.total, e.at FROM events e WHERE e.ok ORDER BY e.day, e.at DESC NULLS LAST\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            report.findings[0].fix.contains("latest:computed_at"),
+            "{report:#?}"
         );
     }
 
