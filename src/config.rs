@@ -248,22 +248,15 @@ impl Config {
             }
             targets.push(&t.name);
         }
+        let warehouses: Vec<&str> = self.warehouses.iter().map(|w| w.name.as_str()).collect();
         let mut names: Vec<&str> = Vec::new();
         for entry in &self.schedules {
-            let schedule = crate::schedule::Schedule::parse(entry).map_err(|e| e.to_string())?;
-            schedule
-                .check_targets(&targets)
+            crate::schedule::Schedule::check(entry, &warehouses, &targets)
                 .map_err(|e| e.to_string())?;
             if names.contains(&entry.name.as_str()) {
                 return Err(format!("[[schedule]] {:?} is listed twice", entry.name));
             }
             names.push(&entry.name);
-            if !self.warehouses.iter().any(|w| w.name == entry.warehouse) {
-                return Err(format!(
-                    "schedule {:?}: warehouse: no [[warehouse]] is named {:?}",
-                    entry.name, entry.warehouse
-                ));
-            }
         }
         Ok(())
     }

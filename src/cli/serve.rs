@@ -45,7 +45,7 @@ pub async fn run_server(
 ) -> Result<ExitCode, String> {
     let auth = web::auth_from_config(&config)?;
     // Unusable [[schedule]] or [[notify]] entries (a url_env that is not set) stop the start.
-    let (schedules, _) = web::schedules_from_config(&config)?;
+    web::schedules_from_config(&config)?;
     let store = Store::open(store_path).await.map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(bind)
         .await
@@ -67,19 +67,25 @@ pub async fn run_server(
     if let Some(name) = audit_first {
         audit_and_wait(&state, &store, name).await?;
     }
-    if !schedules.is_empty() {
-        let nightly = Arc::new(web::NightlyAudits::new(
-            state.clone(),
-            Arc::new(natkey::schedule::SystemClock),
-            natkey::notify::RetryPolicy::default(),
-        ));
-        for s in &schedules {
-            if let Ok(next) = s.next_after(chrono::Utc::now()) {
-                eprintln!("natkey: schedule {s}: next run {}", s.local(next));
-            }
+    // The scheduler runs even without a [[schedule]] entry: schedules can be made on the
+    // Schedules page.
+    let nightly = Arc::new(web::NightlyAudits::new(
+        state.clone(),
+        Arc::new(natkey::schedule::SystemClock),
+        natkey::notify::RetryPolicy::default(),
+    ));
+    let book = state.schedules().await.map_err(|e| e.to_string())?;
+    for (s, _) in &book.schedules {
+        if let Ok(next) = s.next_after(chrono::Utc::now()) {
+            eprintln!("natkey: schedule {s}: next run {}", s.local(next));
         }
-        tokio::spawn(nightly.run_forever());
     }
+    for (name, reason) in &book.unusable {
+        eprintln!(
+            "natkey: warning: schedule {name:?} (made on the Schedules page) does not run: {reason}"
+        );
+    }
+    tokio::spawn(nightly.run_forever());
     println!("natkey is serving on http://{addr}/ (Ctrl-C stops it)");
     web::serve(listener, state)
         .await

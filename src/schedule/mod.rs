@@ -36,7 +36,7 @@ use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::TableName;
 
@@ -46,7 +46,7 @@ pub use ledger::{
 };
 
 /// One `[[schedule]]` entry as written in `natkey.toml` (or entered on the Schedules page).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleConfig {
     pub name: String,
@@ -80,6 +80,10 @@ pub struct Schedule {
     /// Parsed as `natkey audit --table` parses them.
     pub tables: Vec<TableName>,
     pub notify: Vec<String>,
+    /// When the schedule was made on the Schedules page: no slot before this instant ever runs
+    /// (a schedule made at 10:00 does not "catch up" the 02:00 slot of that morning). `None` for
+    /// `[[schedule]]` entries of `natkey.toml`.
+    pub since: Option<DateTime<Utc>>,
 }
 
 /// A `[[schedule]]` entry natkey cannot use; the message names the schedule and the field.
@@ -106,6 +110,8 @@ pub enum ScheduleError {
         "schedule {schedule:?}: notify: unknown target {target:?} (no [[notify]] entry has this name)"
     )]
     UnknownTarget { schedule: String, target: String },
+    #[error("schedule {schedule:?}: warehouse: no [[warehouse]] is named {warehouse:?}")]
+    UnknownWarehouse { schedule: String, warehouse: String },
     #[error("schedule {schedule:?}: cron {pattern:?}: {message}")]
     Search {
         schedule: String,
@@ -158,7 +164,27 @@ impl Schedule {
             schemas: config.schemas.clone(),
             tables,
             notify: config.notify.clone(),
+            since: None,
         })
+    }
+
+    /// Checks an entry and the names it refers to: [`Schedule::parse`], then its `warehouse`
+    /// among `warehouses` and its `notify` names among `targets` (the `[[warehouse]]` and
+    /// `[[notify]]` names). natkey.toml's entries and the Schedules page's are checked alike.
+    pub fn check(
+        config: &ScheduleConfig,
+        warehouses: &[&str],
+        targets: &[&str],
+    ) -> Result<Schedule, ScheduleError> {
+        let schedule = Schedule::parse(config)?;
+        schedule.check_targets(targets)?;
+        if !warehouses.contains(&config.warehouse.as_str()) {
+            return Err(ScheduleError::UnknownWarehouse {
+                schedule: config.name.clone(),
+                warehouse: config.warehouse.clone(),
+            });
+        }
+        Ok(schedule)
     }
 
     /// Checks that every `notify` name is one of `targets` (the `[[notify]]` names).
@@ -364,14 +390,17 @@ pub const ON_TIME_GRACE: TimeDelta = TimeDelta::seconds(120);
 ///
 /// `anchor` is when natkey started watching a schedule that has never run: a schedule with no
 /// claimed slot does not run slots that passed before it (its first run is its first slot after
-/// `anchor`).
+/// `anchor`). Slots before the schedule's `since` never run either.
 pub fn decide(
     schedule: &Schedule,
     state: &LedgerState,
     anchor: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<Decision, ScheduleError> {
-    let after = state.last_slot.unwrap_or(anchor);
+    let mut after = state.last_slot.unwrap_or(anchor);
+    if let Some(since) = schedule.since {
+        after = after.max(since);
+    }
     let Some((slot, passed)) = schedule.latest_slot(after, now)? else {
         return Ok(Decision::Wait {
             next: schedule.next_after(after.max(now))?,

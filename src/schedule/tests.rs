@@ -287,6 +287,42 @@ async fn a_new_schedule_waits_for_its_first_slot_instead_of_running_a_past_one()
     assert_eq!(run.catch_up, None);
 }
 
+#[test]
+fn a_schedule_made_on_the_page_never_runs_a_slot_from_before_it_was_made() {
+    // natkey has watched since 1 December; the schedule was made on 4 December at 10:00, after
+    // that morning's 02:00 (01:00 UTC) slot, and again after a slot of an earlier schedule of
+    // the same name: neither the morning's slot nor the old schedule's missed ones run.
+    let mut s = schedule("0 2 * * *", "Europe/Berlin");
+    s.since = Some(utc(2026, 12, 4, 9, 0));
+    let now = utc(2026, 12, 4, 9, 30);
+    for last_slot in [None, Some(utc(2026, 12, 1, 1, 0))] {
+        let state = LedgerState {
+            last_slot,
+            running: None,
+        };
+        assert_eq!(
+            decide(&s, &state, utc(2026, 12, 1, 0, 0), now).expect("decide"),
+            Decision::Wait {
+                next: utc(2026, 12, 5, 1, 0)
+            },
+            "last slot {last_slot:?}"
+        );
+    }
+    // Its first slot runs on time.
+    let state = LedgerState {
+        last_slot: None,
+        running: None,
+    };
+    let at = utc(2026, 12, 5, 1, 0) + TimeDelta::seconds(5);
+    assert_eq!(
+        decide(&s, &state, utc(2026, 12, 1, 0, 0), at).expect("decide"),
+        Decision::Run {
+            slot: utc(2026, 12, 5, 1, 0),
+            catch_up: None
+        }
+    );
+}
+
 #[tokio::test]
 async fn a_running_run_is_never_overlapped_and_its_successor_runs_when_it_ends() {
     let s = schedule("0 * * * *", "UTC");

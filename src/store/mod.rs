@@ -17,10 +17,12 @@ use crate::audit::report::Report;
 
 mod history;
 mod lease;
+mod saved_schedules;
 
 use history::write_run_tables;
 pub use history::{LatestRun, MetricsSnapshot, TableTrendPoint};
 pub use lease::{HEARTBEAT, LEASE, Swept, host_name};
+pub use saved_schedules::SavedSchedule;
 
 /// A failure of natkey's own store, with the file it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -184,6 +186,11 @@ fn migrator() -> Migrator {
             20261205000001,
             "instances",
             include_str!("../../migrations/20261205000001_instances.sql"),
+        ),
+        migration(
+            20261206000001,
+            "saved schedules",
+            include_str!("../../migrations/20261206000001_saved_schedules.sql"),
         ),
     ])
 }

@@ -23,6 +23,9 @@ pub enum WebError {
     /// 403 Forbidden: a cross-site POST, or a user the proxy did not vouch for.
     #[error("{0}")]
     Forbidden(String),
+    /// 409 Conflict: a name that is taken, or a schedule natkey.toml defines.
+    #[error("{0}")]
+    Conflict(String),
     /// 413 Payload Too Large
     #[error(
         "the request is larger than natkey accepts ({} MB); paste one load task, not a data file",
@@ -47,6 +50,7 @@ impl WebError {
             WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
             WebError::Unauthorized => StatusCode::UNAUTHORIZED,
             WebError::Forbidden(_) => StatusCode::FORBIDDEN,
+            WebError::Conflict(_) => StatusCode::CONFLICT,
             WebError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             WebError::Store(_) | WebError::Render(_) | WebError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR

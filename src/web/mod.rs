@@ -87,7 +87,8 @@ pub struct Inner {
     pub store: Store,
     pub config: Config,
     pub warehouses: Vec<WarehouseEntry>,
-    /// `[[schedule]]` entries, checked.
+    /// natkey.toml's `[[schedule]]` entries, checked; `AppState::schedules` adds those made on
+    /// the Schedules page (kept in the store).
     pub schedules: Vec<crate::schedule::Schedule>,
     /// `[[notify]]` targets, with their URLs resolved.
     pub targets: Vec<crate::notify::Target>,
@@ -211,14 +212,28 @@ pub fn app(state: AppState) -> Router {
         .route("/runs/{id}/tables/{index}/key", post(table::save_key))
         .route("/runs/{id}/tables/{index}/plan.sql", get(table::plan_sql))
         .route("/rewrite", get(rewrite::page).post(rewrite::submit))
-        .route("/schedules", get(schedules::page))
+        .route(
+            "/schedules",
+            get(schedules::page).post(schedules::create_from_form),
+        )
+        .route(
+            "/schedules/{name}/delete",
+            post(schedules::delete_from_form),
+        )
         .route("/schedules/{name}/run", post(schedules::run_from_form))
         .route("/schedules/{name}/pause", post(schedules::pause_from_form))
         .route(
             "/schedules/{name}/resume",
             post(schedules::resume_from_form),
         )
-        .route("/api/schedules", get(schedules::api_list))
+        .route(
+            "/api/schedules",
+            get(schedules::api_list).post(schedules::api_create),
+        )
+        .route(
+            "/api/schedules/{name}",
+            axum::routing::delete(schedules::api_delete),
+        )
         .route("/api/schedules/{name}/run", post(schedules::api_run))
         .route("/api/schedules/{name}/pause", post(schedules::api_pause))
         .route("/api/schedules/{name}/resume", post(schedules::api_resume))
@@ -311,12 +326,6 @@ pub fn auth_from_config(config: &Config) -> Result<AuthSettings, String> {
         }
     }
     Ok(auth)
-}
-
-impl AppState {
-    pub fn schedule(&self, name: &str) -> Option<&crate::schedule::Schedule> {
-        self.inner.schedules.iter().find(|s| s.name == name)
-    }
 }
 
 /// Serves the app on `listener` until Ctrl-C.

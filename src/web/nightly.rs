@@ -93,8 +93,17 @@ impl NightlyAudits {
                 return Vec::new();
             }
         };
+        // Read afresh each tick: schedules made or deleted on the Schedules page take effect at
+        // the next tick.
+        let schedules = match self.state.schedules().await {
+            Ok(book) => book.schedules,
+            Err(e) => {
+                tracing::error!("reading schedules: {e}");
+                return Vec::new();
+            }
+        };
         let mut started = Vec::new();
-        for schedule in &self.state.inner.schedules {
+        for (schedule, _) in &schedules {
             if paused.contains(&schedule.name) {
                 continue;
             }
@@ -146,12 +155,9 @@ impl NightlyAudits {
             // Runs finish on their own tasks; the loop only claims slots.
             drop(self.tick().await);
             let now = self.scheduler.clock().now();
-            let next = self
-                .state
-                .inner
-                .schedules
-                .iter()
-                .filter_map(|s| s.next_after(now).ok())
+            let schedules = self.state.schedules().await.map(|b| b.schedules);
+            let next = (schedules.iter().flatten())
+                .filter_map(|(s, _)| s.next_after(now).ok())
                 .min();
             let wait = next
                 .and_then(|n| (n - now + TimeDelta::milliseconds(500)).to_std().ok())

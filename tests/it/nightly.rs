@@ -22,7 +22,7 @@ use sqlx::Connection;
 use crate::common::{TempDir, TestDb, natkey};
 use crate::fixtures::toml_str;
 use crate::schedule::{Receiver, fast, start_receiver, utc};
-use crate::web::{get, post_json, texts};
+use crate::web::{get, post_form, post_json, texts};
 
 /// natkey.toml for one warehouse `dw` at `url`, an hourly schedule notifying `data-oncall`.
 fn config_text(url: &str, hook: &str, extra: &str) -> String {
@@ -795,5 +795,350 @@ fn audit_save_uses_the_keys_confirmed_in_the_web_app() {
     assert_eq!(
         key_of(&saved.json()),
         (serde_json::json!(["order_id"]), serde_json::json!("config"))
+    );
+}
+
+/// `application/x-www-form-urlencoded` (and path-segment) encoding of one value.
+fn enc(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn schedule_form(name: &str, cron: &str, timezone: &str, tables: &str) -> String {
+    format!(
+        "name={}&warehouse=dw&cron={}&timezone={}&schemas=&tables={}&notify=data-oncall",
+        enc(name),
+        enc(cron),
+        enc(timezone),
+        enc(tables)
+    )
+}
+
+async fn delete_json(state: &AppState, path: &str) -> crate::web::Answer {
+    let req = axum::http::Request::delete(path)
+        .header(axum::http::header::HOST, "natkey.test")
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::empty())
+        .expect("request");
+    crate::web::send(state, req).await
+}
+
+fn schedule_names(state_list: &Value) -> Vec<(String, String)> {
+    state_list
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or("").to_string(),
+                s["origin"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_made_on_the_page_are_checked_kept_run_from_their_next_slot_and_deleted() {
+    let Setup {
+        dir,
+        warehouse,
+        receiver: _,
+        state,
+        clock,
+        nightly,
+    } = setup("dw.sqlite", true).await;
+    // natkey.toml's hourly schedule stays out of the way.
+    post_json(&state, "/api/schedules/hourly-dw/pause", "").await;
+    let name = r#"Weird "Sched" <script>alert(1)</script>"#;
+
+    // A pattern that cannot be: the page again, the reason naming the field, nothing lost.
+    let refused = post_form(
+        &state,
+        "/schedules",
+        &schedule_form(name, "0 25 * * *", "Europe/Berlin", "daily_orders"),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    let page = refused.html();
+    let error = texts(&page, ".new-schedule .error-message").join(" ");
+    assert!(error.contains(r#"cron "0 25 * * *""#), "{error}");
+    let kept = |css: &str, attr: &str| -> Vec<String> {
+        page.select(&crate::web::sel(css))
+            .filter_map(|e| e.value().attr(attr).map(String::from))
+            .collect()
+    };
+    assert_eq!(kept(".schedule-form input[name=name]", "value"), vec![name]);
+    assert_eq!(
+        kept(".schedule-form input[name=cron]", "value"),
+        vec!["0 25 * * *"]
+    );
+    assert_eq!(
+        texts(&page, ".schedule-form textarea[name=tables]"),
+        vec!["daily_orders"]
+    );
+    assert_eq!(
+        kept(".schedule-form input[name=notify][checked]", "value"),
+        vec!["data-oncall"]
+    );
+    // An unknown zone names its field too.
+    let zone = post_form(
+        &state,
+        "/schedules",
+        &schedule_form(name, "30 3 * * *", "Europe/Berln", ""),
+    )
+    .await;
+    assert_eq!(zone.status, StatusCode::BAD_REQUEST);
+    assert!(
+        texts(&zone.html(), ".new-schedule .error-message")
+            .join(" ")
+            .contains(r#"timezone: unknown time zone "Europe/Berln""#),
+        "{}",
+        zone.body
+    );
+    assert_eq!(
+        schedule_names(&get(&state, "/api/schedules").await.json()),
+        vec![("hourly-dw".to_string(), "config".to_string())],
+        "nothing refused is saved"
+    );
+
+    // A valid one is saved, listed by the page and the API, and shown as text.
+    let made = post_form(
+        &state,
+        "/schedules",
+        &schedule_form(name, "30 3 * * *", "Europe/Berlin", "daily_orders"),
+    )
+    .await;
+    assert_eq!(made.status, StatusCode::SEE_OTHER, "{}", made.body);
+    let page = get(&state, "/schedules").await.html();
+    assert_eq!(
+        texts(&page, ".schedule h2"),
+        vec!["hourly-dw paused".to_string(), name.to_string()]
+    );
+    assert_eq!(page.select(&crate::web::sel(".schedule script")).count(), 0);
+    assert_eq!(
+        texts(&page, ".schedule .origin"),
+        vec!["natkey.toml".to_string(), "made on this page".to_string()]
+    );
+    assert_eq!(
+        texts(&page, ".schedule button.delete"),
+        vec!["Delete".to_string()],
+        "only the page's schedule can be deleted there"
+    );
+    let listed = get(&state, "/api/schedules").await.json();
+    assert_eq!(
+        schedule_names(&listed),
+        vec![
+            ("hourly-dw".to_string(), "config".to_string()),
+            (name.to_string(), "page".to_string())
+        ]
+    );
+    assert_eq!(listed[1]["tables"], serde_json::json!(["daily_orders"]));
+    assert_eq!(listed[1]["notify"], serde_json::json!(["data-oncall"]));
+    assert_eq!(listed[1]["next_runs"].as_array().map(Vec::len), Some(3));
+
+    // Names are unique across natkey.toml and the page; the API checks like the form.
+    let body = |name: &str, warehouse: &str, notify: &str| {
+        serde_json::json!({"name": name, "warehouse": warehouse, "cron": "0 4 * * *",
+                           "timezone": "UTC", "notify": [notify]})
+        .to_string()
+    };
+    for taken in ["hourly-dw", name] {
+        let again = post_json(&state, "/api/schedules", &body(taken, "dw", "data-oncall")).await;
+        assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+        assert!(
+            again.json()["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("exists already")
+        );
+    }
+    let no_warehouse = post_json(&state, "/api/schedules", &body("x", "nope", "data-oncall")).await;
+    assert_eq!(no_warehouse.status, StatusCode::BAD_REQUEST);
+    assert!(
+        no_warehouse
+            .body
+            .contains(r#"warehouse: no [[warehouse]] is named \"nope\""#),
+        "{}",
+        no_warehouse.body
+    );
+    let no_target = post_json(&state, "/api/schedules", &body("x", "dw", "pager")).await;
+    assert_eq!(no_target.status, StatusCode::BAD_REQUEST);
+    assert!(
+        no_target.body.contains("notify: unknown target"),
+        "{}",
+        no_target.body
+    );
+    let unknown_field = post_json(
+        &state,
+        "/api/schedules",
+        r#"{"name": "x", "warehouse": "dw", "cron": "0 4 * * *", "timezone": "UTC", "cronn": 1}"#,
+    )
+    .await;
+    assert_eq!(unknown_field.status, StatusCode::BAD_REQUEST);
+    assert!(
+        unknown_field.json()["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("unknown field `cronn`"),
+        "{}",
+        unknown_field.body
+    );
+    let created = post_json(
+        &state,
+        "/api/schedules",
+        &body("api-made", "dw", "data-oncall"),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(created.json()["origin"], "page");
+
+    // A restart (another natkey on the same store) sees them.
+    let config = config_text(
+        &format!("sqlite://{}", warehouse.display()),
+        "http://127.0.0.1:9/",
+        "",
+    );
+    let restarted = self::state(
+        &dir.0,
+        &format!("sqlite://{}", warehouse.display()),
+        &config,
+    )
+    .await;
+    assert_eq!(
+        schedule_names(&get(&restarted, "/api/schedules").await.json()).len(),
+        3
+    );
+    assert_eq!(
+        delete_json(&state, "/api/schedules/api-made").await.status,
+        StatusCode::OK
+    );
+
+    // It never runs a slot from before it was made (the scheduler has watched since
+    // 1 December), and runs its next slot, with its filters, as a run of the schedule.
+    let now = Utc::now();
+    assert!(
+        tick_at(&nightly, &clock, now).await.is_empty(),
+        "no catch-up of a slot from before the schedule existed"
+    );
+    let (schedule, _) = state
+        .schedule(name)
+        .await
+        .expect("store")
+        .expect("the schedule");
+    let slot = schedule.next_after(now).expect("a next slot");
+    let ran = tick_at(&nightly, &clock, slot + TimeDelta::seconds(3)).await;
+    assert_eq!(ran.len(), 1, "{ran:?}");
+    assert_eq!(ran[0].schedule, name);
+    assert_eq!(ran[0].slot, slot);
+    assert_eq!(ran[0].status, SlotStatus::Succeeded, "{ran:?}");
+    let run = get(&state, &format!("/api/runs/{}", ran[0].run.expect("a run")))
+        .await
+        .json();
+    assert_eq!(run["schedule"], name);
+    let tables: Vec<&str> = run["report"]["tables"]
+        .as_array()
+        .expect("tables")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(tables, vec!["daily_orders"], "the schedule's table filter");
+
+    // natkey.toml's schedules are changed in the file; the page's are deleted, their runs kept.
+    let config_one = delete_json(&state, "/api/schedules/hourly-dw").await;
+    assert_eq!(config_one.status, StatusCode::CONFLICT);
+    assert!(
+        config_one.body.contains("natkey.toml"),
+        "{}",
+        config_one.body
+    );
+    let deleted = post_form(&state, &format!("/schedules/{}/delete", enc(name)), "").await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER, "{}", deleted.body);
+    assert_eq!(
+        schedule_names(&get(&state, "/api/schedules").await.json()),
+        vec![("hourly-dw".to_string(), "config".to_string())]
+    );
+    assert_eq!(
+        delete_json(&state, &format!("/api/schedules/{}", enc(name)))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let history = get(&state, "/api/runs?warehouse=dw").await.json();
+    assert!(
+        history["runs"]
+            .as_array()
+            .expect("runs")
+            .iter()
+            .any(|r| r["id"] == run["id"]),
+        "{history}"
+    );
+}
+
+#[tokio::test]
+async fn a_saved_schedule_whose_warehouse_left_natkey_toml_is_listed_with_the_reason_and_never_runs()
+ {
+    let Setup {
+        dir: _dir,
+        warehouse: _,
+        receiver: _,
+        state,
+        clock,
+        nightly,
+    } = setup("dw.sqlite", true).await;
+    post_json(&state, "/api/schedules/hourly-dw/pause", "").await;
+    let entry = natkey::schedule::ScheduleConfig {
+        name: "old-dw".into(),
+        warehouse: "retired".into(),
+        cron: "* * * * *".into(),
+        timezone: "UTC".into(),
+        schemas: vec![],
+        tables: vec![],
+        notify: vec![],
+    };
+    assert!(
+        state
+            .inner
+            .store
+            .save_schedule(&entry, None)
+            .await
+            .expect("save")
+    );
+    let page = get(&state, "/schedules").await.html();
+    assert_eq!(
+        texts(&page, ".schedule.unusable h2"),
+        vec!["old-dw does not run"]
+    );
+    assert!(
+        texts(&page, ".schedule.unusable .error-message")
+            .join(" ")
+            .contains(r#"warehouse: no [[warehouse]] is named "retired""#)
+    );
+    assert!(
+        tick_at(&nightly, &clock, Utc::now() + TimeDelta::minutes(5))
+            .await
+            .is_empty()
+    );
+    assert!(
+        schedule_names(&get(&state, "/api/schedules").await.json())
+            .iter()
+            .all(|(n, _)| n != "old-dw")
+    );
+    let deleted = post_form(&state, "/schedules/old-dw/delete", "").await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER);
+    assert!(
+        state
+            .inner
+            .store
+            .saved_schedules()
+            .await
+            .expect("list")
+            .is_empty()
     );
 }
