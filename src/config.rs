@@ -44,6 +44,9 @@ pub struct WarehouseConfig {
     /// Only these schemas (all non-system schemas when absent).
     #[serde(default)]
     pub schemas: Vec<String>,
+    /// Only these tables (`schema.table` or `table`; every table when absent).
+    #[serde(default)]
+    pub tables: Vec<TableName>,
 }
 
 impl WarehouseConfig {

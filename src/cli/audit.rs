@@ -109,6 +109,7 @@ pub fn parse_table_name(text: &str) -> Result<TableName, String> {
 pub async fn audit(args: AuditArgs) -> Result<ExitCode, String> {
     let config = load_config(args.config.as_deref())?;
     let (url, name) = resolve_warehouse(args.warehouse.as_deref(), &config)?;
+    let (schemas, tables) = scope_of(&config, name.as_deref(), &args);
     // With --save, the store is opened before the audit: a store natkey cannot write is an
     // error before minutes of auditing, not after.
     let save = match args.save {
@@ -148,8 +149,8 @@ pub async fn audit(args: AuditArgs) -> Result<ExitCode, String> {
         &url,
         &config,
         AuditScope {
-            schemas: args.schemas,
-            tables: args.tables,
+            schemas,
+            tables,
             dedupe_jobs: args.dedupe_jobs,
         },
         args.sample_rows,
@@ -178,6 +179,33 @@ pub async fn audit(args: AuditArgs) -> Result<ExitCode, String> {
     let report = result?;
     print_report(&report, args.format)?;
     Ok(exit_code(&report))
+}
+
+/// What the audit covers: `--schema`/`--table` when given, else the `--schedule`'s filters,
+/// else the `[[warehouse]]`'s `schemas`/`tables` — the same narrowing `natkey serve` applies,
+/// so a run recorded with `--save` covers what the web app's runs of it cover.
+fn scope_of(
+    config: &Config,
+    warehouse: Option<&str>,
+    args: &AuditArgs,
+) -> (Vec<String>, Vec<TableName>) {
+    let entry = warehouse.and_then(|n| config.warehouses.iter().find(|w| w.name == n));
+    let schedule = (args.schedule.as_deref())
+        .and_then(|n| config.schedules.iter().find(|s| s.name == n))
+        .and_then(|s| natkey::schedule::Schedule::parse(s).ok());
+    let schemas = match (&schedule, entry) {
+        _ if !args.schemas.is_empty() => args.schemas.clone(),
+        (Some(s), _) if !s.schemas.is_empty() => s.schemas.clone(),
+        (_, Some(w)) => w.schemas.clone(),
+        _ => Vec::new(),
+    };
+    let tables = match (&schedule, entry) {
+        _ if !args.tables.is_empty() => args.tables.clone(),
+        (Some(s), _) if !s.tables.is_empty() => s.tables.clone(),
+        (_, Some(w)) => w.tables.clone(),
+        _ => Vec::new(),
+    };
+    (schemas, tables)
 }
 
 /// The config file named, else `./natkey.toml` when it exists, else the defaults.

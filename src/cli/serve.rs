@@ -161,6 +161,7 @@ pub async fn demo(data_dir: &Path, bind: &str) -> Result<ExitCode, String> {
         name: "demo".into(),
         url,
         schemas: Vec::new(),
+        tables: Vec::new(),
     }];
     run_server(
         config,

@@ -51,7 +51,10 @@ pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 pub struct WarehouseEntry {
     pub name: String,
     pub url: WarehouseUrl,
+    /// `[[warehouse]] schemas` and `tables`: what an audit of it covers unless a schedule's
+    /// filters say otherwise (empty: everything).
     pub schemas: Vec<String>,
+    pub tables: Vec<crate::config::TableName>,
 }
 
 /// Who may use the app (from `[server]`).
@@ -271,6 +274,7 @@ pub fn warehouses_from_config(config: &Config) -> Result<Vec<WarehouseEntry>, St
             name: w.name.clone(),
             url,
             schemas: w.schemas.clone(),
+            tables: w.tables.clone(),
         });
     }
     Ok(out)

@@ -167,7 +167,11 @@ async fn execute(state: AppState, id: i64, entry: super::WarehouseEntry, request
             } else {
                 request.schemas.clone()
             },
-            tables: request.tables.clone(),
+            tables: if request.tables.is_empty() {
+                entry.tables.clone()
+            } else {
+                request.tables.clone()
+            },
             sample_rows: config.audit.sample_rows.unwrap_or(20_000).max(2),
             ..AuditOptions::default()
         };

@@ -1142,3 +1142,126 @@ async fn a_saved_schedule_whose_warehouse_left_natkey_toml_is_listed_with_the_re
             .is_empty()
     );
 }
+
+/// The table names of a report, sorted.
+fn report_tables(report: &Value) -> Vec<String> {
+    let mut names: Vec<String> = report["tables"]
+        .as_array()
+        .expect("tables")
+        .iter()
+        .filter_map(|t| t["name"].as_str().map(String::from))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_warehouses_tables_and_a_schedules_filters_narrow_serve_and_cli_audits_alike() {
+    let dir = TempDir::new();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(natkey::demo::create_demo_warehouse(
+        &dir.0.join("dw.sqlite"),
+    ))
+    .expect("demo warehouse");
+    let config = format!(
+        "{}\n[[warehouse]]\nname = \"dw\"\nurl = \"sqlite://./dw.sqlite\"\n\
+         tables = [\"daily_orders\", \"main.currencies\"]\n\n\
+         [[schedule]]\nname = \"orders-only\"\nwarehouse = \"dw\"\ncron = \"0 2 * * *\"\n\
+         timezone = \"UTC\"\ntables = [\"daily_orders\"]\n",
+        natkey::demo::DEMO_CONFIG
+    );
+    std::fs::write(dir.0.join("natkey.toml"), &config).expect("write config");
+    let json = |args: &[&str]| -> Value {
+        let out = natkey(&dir.0, args, &[]);
+        assert!(out.code == 0 || out.code == 1, "{}", out.describe());
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.describe()))
+    };
+    let both = vec!["currencies".to_string(), "daily_orders".to_string()];
+    // The CLI: the warehouse's tables, the schedule's filter, and --table over both.
+    assert_eq!(
+        report_tables(&json(&["audit", "--warehouse", "dw", "--format", "json"])),
+        both
+    );
+    assert_eq!(
+        report_tables(&json(&[
+            "audit",
+            "--warehouse",
+            "dw",
+            "--save",
+            "--schedule",
+            "orders-only",
+            "--format",
+            "json"
+        ])),
+        vec!["daily_orders"]
+    );
+    assert_eq!(
+        report_tables(&json(&[
+            "audit",
+            "--warehouse",
+            "dw",
+            "--table",
+            "app_log",
+            "--format",
+            "json"
+        ])),
+        vec!["app_log"]
+    );
+    // The [[warehouse]]'s URL is that warehouse; without a config, the URL audits everything.
+    assert_eq!(
+        report_tables(&json(&[
+            "audit",
+            "--warehouse",
+            "sqlite://./dw.sqlite",
+            "--format",
+            "json"
+        ])),
+        both
+    );
+    std::fs::write(dir.0.join("empty.toml"), "").expect("write config");
+    assert_eq!(
+        report_tables(&json(&[
+            "audit",
+            "--config",
+            "empty.toml",
+            "--warehouse",
+            "sqlite://./dw.sqlite",
+            "--format",
+            "json"
+        ]))
+        .len(),
+        6
+    );
+
+    // natkey serve: "Audit now" covers the warehouse's tables.
+    rt.block_on(async {
+        let config = Config::parse(&config, &dir.0.join("natkey.toml")).expect("config");
+        let mut warehouses = natkey::web::warehouses_from_config(&config).expect("warehouses");
+        // The store's relative URL is relative to the test's folder.
+        warehouses[0].url = natkey::warehouse::WarehouseUrl::parse(&format!(
+            "sqlite://{}",
+            dir.0.join("dw.sqlite").display()
+        ))
+        .expect("URL");
+        let store = Store::open(&dir.0.join("serve.db")).await.expect("store");
+        let state = AppState::new(store, config, warehouses, AuthSettings::default(), None);
+        let id = crate::web::audit(&state, "dw").await;
+        let run = get(&state, &format!("/api/runs/{id}")).await.json();
+        assert_eq!(report_tables(&run["report"]), both, "{run}");
+    });
+
+    // A table name that cannot be is an error naming the warehouse entry's line.
+    std::fs::write(
+        dir.0.join("bad.toml"),
+        "[[warehouse]]\nname = \"dw\"\nurl = \"sqlite://./dw.sqlite\"\ntables = [\"a.b.c\"]\n",
+    )
+    .expect("write config");
+    let bad = natkey(&dir.0, &["audit", "--config", "bad.toml"], &[]);
+    assert_eq!(bad.code, 2, "{}", bad.describe());
+    assert!(
+        bad.stderr
+            .contains("line 4: table name \"a.b.c\" has more than two parts"),
+        "{}",
+        bad.describe()
+    );
+}

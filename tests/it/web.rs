@@ -110,6 +110,7 @@ pub async fn state_for(
         name: name.to_string(),
         url: WarehouseUrl::parse(url).expect("URL parses"),
         schemas: Vec::new(),
+        tables: Vec::new(),
     }];
     AppState::new(store, config, warehouses, auth, None)
 }

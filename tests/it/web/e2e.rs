@@ -295,6 +295,7 @@ async fn in_chromium_an_audit_runs_live_and_the_worst_table_shows_its_evidence()
             name: "dw".into(),
             url: WarehouseUrl::parse(&db.url()).expect("URL"),
             schemas: Vec::new(),
+            tables: Vec::new(),
         }],
         AuthSettings::default(),
         Some(analyzer),
