@@ -39,6 +39,11 @@ pub struct PlanArgs {
     /// Print only the rollback script (drop the constraint, restore the backed-up rows).
     #[arg(long)]
     rollback: bool,
+    /// Rows per cleanup transaction on MySQL/MariaDB: a cleanup of more excess rows runs in
+    /// batches of this many.
+    #[arg(long, value_name = "N", default_value_t = natkey::plan::DEFAULT_BATCH_ROWS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    batch_rows: u64,
     /// Write the plan to this file instead of standard output.
     #[arg(long, short, value_name = "FILE", conflicts_with = "output_dir")]
     output: Option<PathBuf>,
@@ -103,6 +108,7 @@ pub async fn run(args: PlanArgs) -> Result<ExitCode, String> {
         };
         let mut input = PlanInput::from_report(&report, table, dialect, task.as_deref());
         input.task_notes = notes;
+        input.batch_rows = args.batch_rows;
         let plan = plan::plan_table(&input).map_err(|e| e.to_string())?;
         let text = if args.rollback {
             plan.render_rollback()

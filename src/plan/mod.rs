@@ -63,7 +63,13 @@ pub struct PlanInput<'a> {
     pub task_sql: Option<&'a str>,
     /// What `natkey rewrite` said about the user's task (comments above it).
     pub task_notes: Vec<String>,
+    /// Rows per cleanup transaction where the engine needs batches (MySQL/MariaDB: a cleanup
+    /// of more excess rows than this runs in batches of this many).
+    pub batch_rows: u64,
 }
+
+/// The default of [`PlanInput::batch_rows`] (`natkey plan --batch-rows`).
+pub const DEFAULT_BATCH_ROWS: u64 = 10_000;
 
 impl<'a> PlanInput<'a> {
     /// The input for one table of a report.
@@ -81,6 +87,7 @@ impl<'a> PlanInput<'a> {
             audited_on: report.started_at.get(..10).unwrap_or("1970-01-01"),
             task_sql,
             task_notes: Vec::new(),
+            batch_rows: DEFAULT_BATCH_ROWS,
         }
     }
 }
@@ -200,10 +207,13 @@ fn comment_text(text: &str, dialect: Dialect) -> String {
 /// psql's `\gexec` (run each row of the query as a statement, outside any transaction block)
 /// ends the query instead of `;`.
 pub(crate) const GEXEC: &str = "\\gexec";
+/// How a MySQL/MariaDB client statement that changes the delimiter starts.
+pub(crate) const DELIMITER: &str = "DELIMITER ";
 
 /// A statement with its terminator: `;`, or nothing after a psql `\gexec`.
 fn terminated(statement: &str) -> String {
-    if statement.ends_with(GEXEC) {
+    // A MySQL stored procedure is written between DELIMITER lines, which end it themselves.
+    if statement.ends_with(GEXEC) || statement.starts_with(DELIMITER) {
         statement.to_string()
     } else {
         format!("{statement};")
@@ -239,6 +249,8 @@ pub(crate) struct Table<'a> {
     pub mutable: bool,
     /// The audit read this dialect's engine, so column types are spelled as it spells them.
     pub same_engine: bool,
+    /// Rows per cleanup transaction where the engine needs batches.
+    pub batch_rows: u64,
 }
 
 impl Table<'_> {
@@ -495,6 +507,7 @@ pub fn plan_table(input: &PlanInput) -> Result<Plan, PlanError> {
         has_duplicates: report.duplicate_groups.unwrap_or(0) > 0,
         mutable: conflicting > 0,
         same_engine: input.audited_dialect == d,
+        batch_rows: input.batch_rows.max(1),
     };
 
     let mut header = header(&table, input);

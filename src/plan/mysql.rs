@@ -49,6 +49,72 @@ fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
 }
 
+/// The cleanup of a table with more excess rows than one transaction should hold: the losers
+/// listed once (numbered), then a procedure that copies and deletes them batch by batch, each
+/// batch in its own transaction. Rows are addressed by the surrogate key or `natkey_row_id`,
+/// which are never reused, so a later batch can never meet a row that was not listed.
+fn batched_cleanup(t: &Table, rid: &str, columns: &str, with_row_id: bool) -> Vec<String> {
+    let mut qualified_columns = t.column_list("natkey_t.");
+    if with_row_id {
+        qualified_columns.push_str(&format!(", natkey_t.{}", t.q(ROW_ID)));
+    }
+    let procedure = format!(
+        "{}.{}",
+        t.q("natkey_backup"),
+        t.q(&object_name(
+            &["natkey_cleanup", &t.report.schema, &t.report.name],
+            64
+        ))
+    );
+    let batch = t.batch_rows;
+    // In the backup database: inside the procedure, an unqualified name is one of its database.
+    let losers = format!("{}.natkey_losers", t.q("natkey_backup"));
+    // User variables, not DECLAREd ones: a local variable would shadow a column of that name.
+    let in_batch =
+        format!("natkey_l.natkey_n > @natkey_from AND natkey_l.natkey_n <= @natkey_from + {batch}");
+    let source = format!(
+        "{losers} AS natkey_l JOIN {table} AS natkey_t ON natkey_t.{rid} = natkey_l.natkey_id",
+        table = t.qualified
+    );
+    vec![
+        format!("DROP TEMPORARY TABLE IF EXISTS {losers}"),
+        format!(
+            "CREATE TEMPORARY TABLE {losers} (PRIMARY KEY (natkey_n)) AS\n\
+             SELECT ROW_NUMBER() OVER (ORDER BY natkey_ranked.natkey_id) AS natkey_n,\n\
+             natkey_ranked.natkey_id FROM (SELECT {rid} AS natkey_id,\n\
+             {rn} AS natkey_rn\n\
+             FROM {table}) natkey_ranked\n\
+             WHERE natkey_ranked.natkey_rn > 1",
+            rn = t.row_number(&[format!("{rid} ASC")]),
+            table = t.qualified
+        ),
+        format!("DROP PROCEDURE IF EXISTS {procedure}"),
+        format!(
+            "DELIMITER //\n\
+             CREATE PROCEDURE {procedure}()\n\
+             BEGIN\n\
+             \x20 SET @natkey_from = 0;\n\
+             \x20 SELECT COALESCE(MAX(natkey_n), 0) INTO @natkey_last FROM {losers};\n\
+             \x20 WHILE @natkey_from < @natkey_last DO\n\
+             \x20   START TRANSACTION;\n\
+             \x20   INSERT INTO {backup} ({columns})\n\
+             \x20   SELECT {qualified_columns} FROM {source}\n\
+             \x20   WHERE {in_batch};\n\
+             \x20   DELETE natkey_t FROM {source}\n\
+             \x20   WHERE {in_batch};\n\
+             \x20   COMMIT;\n\
+             \x20   SET @natkey_from = @natkey_from + {batch};\n\
+             \x20 END WHILE;\n\
+             END //\n\
+             DELIMITER ;",
+            backup = t.backup,
+        ),
+        format!("CALL {procedure}()"),
+        format!("DROP PROCEDURE IF EXISTS {procedure}"),
+        format!("DROP TEMPORARY TABLE IF EXISTS {losers}"),
+    ]
+}
+
 pub(super) fn plan(t: &Table) -> DialectPlan {
     let schema = literal(&t.report.schema);
     let name = literal(&t.report.name);
@@ -103,41 +169,67 @@ pub(super) fn plan(t: &Table) -> DialectPlan {
         t.backup, t.qualified
     ));
 
-    let mut cleanup = vec![
-        "DROP TEMPORARY TABLE IF EXISTS natkey_losers".to_string(),
-        "START TRANSACTION".to_string(),
-        format!(
-            "CREATE TEMPORARY TABLE natkey_losers AS\n\
+    let excess = u64::try_from(t.report.excess_rows.unwrap_or(0)).unwrap_or(0);
+    let batched = excess > t.batch_rows;
+    let mut cleanup = if batched {
+        batched_cleanup(t, &rid, &columns, !prepare.is_empty())
+    } else {
+        vec![
+            "DROP TEMPORARY TABLE IF EXISTS natkey_losers".to_string(),
+            "START TRANSACTION".to_string(),
+            format!(
+                "CREATE TEMPORARY TABLE natkey_losers AS\n\
              SELECT natkey_ranked.natkey_id FROM (SELECT {rid} AS natkey_id,\n\
              {rn} AS natkey_rn\n\
              FROM {table}) natkey_ranked\n\
              WHERE natkey_ranked.natkey_rn > 1",
-            rn = t.row_number(&[format!("{rid} ASC")]),
-            table = t.qualified
-        ),
-        format!(
-            "INSERT INTO {} ({columns})\nSELECT {columns} FROM {} WHERE {rid} IN (SELECT natkey_id FROM natkey_losers)",
-            t.backup, t.qualified
-        ),
-        format!(
-            "DELETE FROM {} WHERE {rid} IN (SELECT natkey_id FROM natkey_losers)",
-            t.qualified
-        ),
-        "COMMIT".to_string(),
-        "DROP TEMPORARY TABLE IF EXISTS natkey_losers".to_string(),
-    ];
+                rn = t.row_number(&[format!("{rid} ASC")]),
+                table = t.qualified
+            ),
+            format!(
+                "INSERT INTO {} ({columns})\nSELECT {columns} FROM {} WHERE {rid} IN (SELECT natkey_id FROM natkey_losers)",
+                t.backup, t.qualified
+            ),
+            format!(
+                "DELETE FROM {} WHERE {rid} IN (SELECT natkey_id FROM natkey_losers)",
+                t.qualified
+            ),
+            "COMMIT".to_string(),
+            "DROP TEMPORARY TABLE IF EXISTS natkey_losers".to_string(),
+        ]
+    };
     if !prepare.is_empty() {
         // The row identity has done its work: the table gets its own columns back (the
         // backup keeps natkey_row_id, which the rollback does not restore).
         cleanup.extend(drop_row_id(t, &column_exists(ROW_ID)));
     }
-    let mut cleanup_why = vec![
-        "Keeps one row per natural key (row 1 by the survivor rule) and moves every other row to"
-            .into(),
-        "the backup in one transaction. With millions of excess rows, run the DELETE in batches"
-            .into(),
-        "(add LIMIT 10000 and repeat until it deletes nothing) to keep the undo log small.".into(),
-    ];
+    let mut cleanup_why: Vec<String> = if batched {
+        vec![
+            "Keeps one row per natural key (row 1 by the survivor rule) and moves every other row"
+                .into(),
+            format!(
+                "to the backup, {} rows per transaction (natkey plan --batch-rows): each batch",
+                t.batch_rows
+            ),
+            "copies its rows and deletes them in one transaction, so nothing is deleted that was"
+                .into(),
+            "not copied, and no transaction grows InnoDB's undo log (and a replica's lag) with"
+                .into(),
+            format!(
+                "all {excess} excess rows. The losers are listed once, in a temporary table; a"
+            ),
+            "stored procedure (in natkey_backup, dropped afterwards: needs CREATE ROUTINE there)"
+                .into(),
+            "walks it. Interrupted, the script reruns: it lists the duplicates that remain.".into(),
+        ]
+    } else {
+        vec![
+            "Keeps one row per natural key (row 1 by the survivor rule) and moves every other row"
+                .into(),
+            "to the backup in one transaction: nothing is deleted that was not copied first."
+                .into(),
+        ]
+    };
     if !prepare.is_empty() {
         cleanup_why.push("Then the temporary natkey_row_id column is dropped again.".into());
     }

@@ -67,6 +67,7 @@ fn plan_for(table: &TableReport, dialect: Dialect) -> Plan {
         audited_on: "2026-12-03",
         task_sql: None,
         task_notes: Vec::new(),
+        batch_rows: DEFAULT_BATCH_ROWS,
     })
     .expect("a plan")
 }
@@ -158,6 +159,7 @@ fn plan_with_version(table: &TableReport, dialect: Dialect, version: &str) -> Pl
         audited_on: "2026-12-03",
         task_sql: None,
         task_notes: Vec::new(),
+        batch_rows: DEFAULT_BATCH_ROWS,
     })
     .expect("a plan")
 }
@@ -347,6 +349,7 @@ fn conflicting_groups_without_a_survivor_rule_are_refused_with_the_config_to_wri
         audited_on: "2026-12-03",
         task_sql: None,
         task_notes: Vec::new(),
+        batch_rows: DEFAULT_BATCH_ROWS,
     })
     .expect_err("refused");
     let text = err.to_string();
@@ -370,6 +373,7 @@ fn a_table_without_a_key_is_refused_with_the_config_to_write() {
         audited_on: "2026-12-03",
         task_sql: None,
         task_notes: Vec::new(),
+        batch_rows: DEFAULT_BATCH_ROWS,
     })
     .expect_err("refused");
     let text = err.to_string();
@@ -399,6 +403,7 @@ fn postgres_before_15_makes_null_keys_collide_through_an_index_on_expressions() 
         audited_on: "2026-12-03",
         task_sql: None,
         task_notes: Vec::new(),
+        batch_rows: DEFAULT_BATCH_ROWS,
     })
     .expect("plan");
     let text = plan.render();
@@ -499,4 +504,87 @@ async fn sqlite_load_template_converges_when_run_twice() {
     );
     assert_eq!(states[0], states[1]);
     assert_eq!(states[1], states[2]);
+}
+
+/// A MySQL cleanup of more excess rows than a batch holds runs batch by batch in a stored
+/// procedure, each batch copying and deleting in one transaction; its statements (also those
+/// inside the procedure) parse as MySQL. Executed on MariaDB in tests/it/plan.rs.
+#[test]
+fn a_mysql_cleanup_larger_than_a_batch_runs_in_batches_of_that_many_rows() {
+    for (variant, table, _) in variants() {
+        if variant != "base" && variant != "hostile_no_backtick" {
+            continue;
+        }
+        let excess = table.excess_rows.expect("excess rows") as u64;
+        assert!(excess > 1, "{variant}");
+        let plan = plan_table(&PlanInput {
+            table: &table,
+            dialect: Dialect::MySql,
+            audited_dialect: Dialect::MySql,
+            server_version: "10.11.6-MariaDB",
+            audited_on: "2026-12-03",
+            task_sql: None,
+            task_notes: Vec::new(),
+            batch_rows: 1,
+        })
+        .expect("a plan");
+        let cleanup = plan
+            .steps
+            .iter()
+            .find(|s| s.title == "Cleanup")
+            .expect("a cleanup step");
+        let procedure = cleanup
+            .statements
+            .iter()
+            .find(|s| s.starts_with(DELIMITER))
+            .expect("a procedure");
+        assert!(procedure.ends_with("END //\nDELIMITER ;"), "{procedure}");
+        assert!(
+            cleanup.statements.iter().any(|s| s.starts_with("CALL ")),
+            "{:?}",
+            cleanup.statements
+        );
+        assert!(
+            cleanup
+                .why
+                .iter()
+                .any(|l| l.contains("1 rows per transaction")),
+            "{:?}",
+            cleanup.why
+        );
+        let body = procedure
+            .split_once("\nBEGIN\n")
+            .and_then(|(_, rest)| rest.split_once("\nEND //"))
+            .map(|(body, _)| body)
+            .expect("a body");
+        for statement in body.split(";\n").map(str::trim).filter(|s| !s.is_empty()) {
+            if statement.trim_end_matches(';') == "END WHILE" {
+                continue;
+            }
+            let statement = statement
+                .strip_prefix("WHILE @natkey_from < @natkey_last DO\n")
+                .unwrap_or(statement)
+                .trim();
+            Parser::parse_sql(&sqlparser::dialect::MySqlDialect {}, statement)
+                .unwrap_or_else(|e| panic!("{variant}: {e}\n{statement}"));
+        }
+        let rendered = plan.render();
+        assert!(
+            !rendered.contains("DELIMITER ;;"),
+            "a DELIMITER line gets no terminator of its own"
+        );
+        // At or under the batch size: one transaction, as before.
+        let one = plan_table(&PlanInput {
+            table: &table,
+            dialect: Dialect::MySql,
+            audited_dialect: Dialect::MySql,
+            server_version: "10.11.6-MariaDB",
+            audited_on: "2026-12-03",
+            task_sql: None,
+            task_notes: Vec::new(),
+            batch_rows: excess,
+        })
+        .expect("a plan");
+        assert!(!one.render().contains("CREATE PROCEDURE"), "{variant}");
+    }
 }

@@ -382,6 +382,8 @@ struct Case<'a> {
     server_version: Option<&'a str>,
     /// INSERTs of a key that already exists: the database must reject each after the plan.
     duplicates: Vec<String>,
+    /// `natkey plan --batch-rows`: where the engine cleans up in batches, this many rows each.
+    batch_rows: Option<u64>,
 }
 
 /// What a proof leaves for further checks.
@@ -460,34 +462,34 @@ fn prove(case: &Case) -> Proof {
         report_json["server_version"] = version.into();
     }
     let report = db.write_file("report.json", &report_json.to_string());
-    let plan_run = natkey(
-        &db.dir,
-        &["plan", "--report", &report, "--table", &case.table_arg],
-        &[],
-    );
+    let batch_rows = case.batch_rows.map(|b| b.to_string());
+    let mut plan_args = vec!["plan", "--report", &report, "--table", &case.table_arg];
+    if let Some(b) = &batch_rows {
+        plan_args.extend(["--batch-rows", b.as_str()]);
+    }
+    let plan_run = natkey(&db.dir, &plan_args, &[]);
     assert_eq!(
         plan_run.code,
         0,
         "natkey plan failed\n{}",
         plan_run.describe()
     );
-    let rollback_run = natkey(
-        &db.dir,
-        &[
-            "plan",
-            "--report",
-            &report,
-            "--table",
-            &case.table_arg,
-            "--rollback",
-        ],
-        &[],
-    );
+    plan_args.push("--rollback");
+    let rollback_run = natkey(&db.dir, &plan_args, &[]);
     assert_eq!(
         rollback_run.code,
         0,
         "natkey plan --rollback failed\n{}",
         rollback_run.describe()
+    );
+    // MySQL/MariaDB clean up in batches when there are more excess rows than a batch holds.
+    let batched = db.engine == Engine::MySql
+        && case.excess as u64 > case.batch_rows.unwrap_or(natkey::plan::DEFAULT_BATCH_ROWS);
+    assert_eq!(
+        plan_run.stdout.contains("CALL "),
+        batched,
+        "batched cleanup expected: {batched}\n{}",
+        plan_run.stdout
     );
     let plan_path = db.write_file("plan.sql", &plan_run.stdout);
     let rollback_path = db.write_file("rollback.sql", &rollback_run.stdout);
@@ -737,6 +739,7 @@ fn daily_orders_case<'a>(
         excess: e.excess,
         config: None,
         server_version: None,
+        batch_rows: None,
         duplicates: vec![
             format!(
                 "INSERT INTO {t} (order_id, line_item_id, order_date, customer_id, quantity, amount_cents) \
@@ -795,6 +798,7 @@ async fn conflicting_summary(db: &TestDb, rule: &str, keep: Keep) {
         excess: e.excess,
         config: Some(config),
         server_version: None,
+        batch_rows: None,
         duplicates: vec![
             // Day 15 (2026-10-16) held three conflicting rows; day 0 one.
             format!(
@@ -863,6 +867,7 @@ async fn nullable_unique_key(db: &TestDb, server_version: Option<&str>) -> Proof
         excess,
         config: None,
         server_version,
+        batch_rows: None,
         duplicates: vec![
             // A NULL key that was duplicated, one that was unique, and a non-NULL key.
             format!(
@@ -901,6 +906,7 @@ async fn hostile_names(db: &TestDb) {
         excess: e.excess,
         config: None,
         server_version: None,
+        batch_rows: None,
         duplicates: [9001, 9007, 9030]
             .iter()
             .map(|k| {
@@ -984,6 +990,7 @@ async fn newline_in_table_name(db: &TestDb) {
         excess: rows - keys.len() as i64,
         config: Some(config),
         server_version: None,
+        batch_rows: None,
         duplicates: vec![format!(
             "INSERT INTO {t} (order_id, amount_cents, loaded_at) VALUES (505, 1, '2026-12-01 00:00:00')"
         )],
@@ -1127,6 +1134,7 @@ async fn postgres_plan_for_a_partitioned_table_cleans_every_partition_and_enforc
         excess: e.excess,
         config: None,
         server_version: None,
+        batch_rows: None,
         duplicates: vec![insert(1100, "2026-10-20"), insert(1000, "2026-10-05")],
     });
     assert!(
@@ -1445,6 +1453,7 @@ async fn postgres_plan_for_a_partitioned_table_with_hostile_names_runs() {
         excess: rows - keys.len() as i64,
         config: Some(config),
         server_version: None,
+        batch_rows: None,
         duplicates: vec![insert(4, "2026-10-05"), insert(13, "2026-11-05")],
     });
     assert!(proof.plan.contains("ATTACH PARTITION"), "{}", proof.plan);
@@ -1651,6 +1660,29 @@ async fn mariadb_plan_removes_retried_copies_keeps_the_latest_and_rolls_back_exa
 }
 
 #[tokio::test]
+async fn mariadb_plan_in_batches_removes_retried_copies_and_rolls_back_exactly() {
+    let db = TestDb::mysql().await;
+    let (sql, e) = fixtures::daily_orders(
+        &db,
+        "sales",
+        "daily_orders",
+        Surrogate::Default,
+        &fixtures::standard_copies,
+    );
+    db.exec(&sql).await;
+    assert!(e.excess > 6, "several batches of 3: {}", e.excess);
+    let proof = prove(&Case {
+        batch_rows: Some(3),
+        ..daily_orders_case(&db, "sales", &e)
+    });
+    assert!(
+        proof.plan.contains("3 rows per transaction"),
+        "{}",
+        proof.plan
+    );
+}
+
+#[tokio::test]
 async fn mariadb_plan_keeps_the_latest_computed_row_of_conflicting_summary_groups() {
     let db = TestDb::mysql().await;
     conflicting_summary(
@@ -1681,6 +1713,15 @@ async fn mariadb_plan_quotes_hostile_table_and_column_names() {
 
 #[tokio::test]
 async fn mariadb_plan_quotes_backticks_and_single_quotes_in_names() {
+    backticks_and_quotes(None).await;
+}
+
+#[tokio::test]
+async fn mariadb_plan_in_batches_quotes_backticks_and_single_quotes_in_names() {
+    backticks_and_quotes(Some(2)).await;
+}
+
+async fn backticks_and_quotes(batch_rows: Option<u64>) {
     let db = TestDb::mysql().await;
     let table = "it's a `retried` \"load\"; <script>x</script>";
     let key = "order `no` 'n'";
@@ -1736,6 +1777,7 @@ async fn mariadb_plan_quotes_backticks_and_single_quotes_in_names() {
         excess: rows - keys.len() as i64,
         config: Some(config),
         server_version: None,
+        batch_rows,
         duplicates: vec![format!(
             "INSERT INTO {t} ({}, {}, loaded_at) VALUES (706, 1, '2026-12-01 00:00:00')",
             db.q(key),
@@ -1747,6 +1789,15 @@ async fn mariadb_plan_quotes_backticks_and_single_quotes_in_names() {
 #[tokio::test]
 async fn mariadb_plan_for_a_table_without_a_surrogate_key_drops_its_temporary_row_id_after_the_cleanup()
  {
+    without_a_surrogate_key(None).await;
+}
+
+#[tokio::test]
+async fn mariadb_plan_in_batches_for_a_table_without_a_surrogate_key_walks_its_temporary_row_id() {
+    without_a_surrogate_key(Some(3)).await;
+}
+
+async fn without_a_surrogate_key(batch_rows: Option<u64>) {
     let db = TestDb::mysql().await;
     let mut values = Vec::new();
     let mut keys = BTreeSet::new();
@@ -1786,6 +1837,7 @@ async fn mariadb_plan_for_a_table_without_a_surrogate_key_drops_its_temporary_ro
         excess: rows - keys.len() as i64,
         config: Some(config),
         server_version: None,
+        batch_rows,
         duplicates: vec![
             "INSERT INTO events (event_id, points, loaded_at) VALUES (5004, 1, '2026-12-01 00:00:00')"
                 .into(),
