@@ -52,7 +52,7 @@ pub struct AuditArgs {
 /// The warehouse `--warehouse` names: a URL, or a `[[warehouse]]` name (then the URL comes from
 /// natkey.toml); with no `--warehouse`, the only `[[warehouse]]`. Returns the URL and the name
 /// the store records runs under.
-fn resolve_warehouse(
+pub(super) fn resolve_warehouse(
     arg: Option<&str>,
     config: &Config,
 ) -> Result<(String, Option<String>), String> {

@@ -8,11 +8,12 @@ use natkey::config::TableName;
 use natkey::dialect::Dialect;
 use natkey::plan::{self, PlanInput};
 
-use super::audit::{AuditScope, load_config, parse_table_name, run_audit};
+use super::audit::{AuditScope, load_config, parse_table_name, resolve_warehouse, run_audit};
 
 #[derive(clap::Args)]
 pub struct PlanArgs {
-    /// Audit this warehouse now (postgres://..., mysql://..., sqlite://PATH).
+    /// Audit this warehouse now (postgres://..., mysql://..., sqlite://PATH, or a [[warehouse]]
+    /// name of natkey.toml).
     #[arg(
         long,
         env = "NATKEY_WAREHOUSE_URL",
@@ -73,14 +74,15 @@ pub async fn run(args: PlanArgs) -> Result<ExitCode, String> {
                 .map_err(|e| format!("reading report {}: {e}", path.display()))?;
             plan::read_report(&text).map_err(|e| format!("report {}: {e}", path.display()))?
         }
-        (None, Some(url)) => {
+        (None, Some(warehouse)) => {
             let config = load_config(args.config.as_deref())?;
+            let (url, _) = resolve_warehouse(Some(warehouse), &config)?;
             let scope = AuditScope {
                 tables: args.tables.clone(),
                 dedupe_jobs: args.dedupe_jobs.clone(),
                 ..AuditScope::default()
             };
-            run_audit(url, &config, scope, None, None).await?
+            run_audit(&url, &config, scope, None, None).await?
         }
         (None, None) => {
             return Err(

@@ -5,7 +5,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use natkey::config::Config;
 use natkey::keys::KeySource;
 use natkey::rewrite::discover::{self, Discovered};
 use natkey::rewrite::{
@@ -62,23 +61,19 @@ pub async fn run(args: RewriteArgs) -> Result<ExitCode, String> {
                 .to_string(),
         );
     }
-    let url = args
-        .warehouse
-        .as_deref()
-        .map(WarehouseUrl::parse)
-        .transpose()
-        .map_err(|e| e.to_string())?;
+    let config = super::audit::load_config(args.config.as_deref())?;
+    // A URL, or a [[warehouse]] name of natkey.toml.
+    let url = match args.warehouse.as_deref() {
+        Some(warehouse) => {
+            let (url, _) = super::audit::resolve_warehouse(Some(warehouse), &config)?;
+            Some(WarehouseUrl::parse(&url).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
     let dialect = args
         .dialect
         .or(url.as_ref().map(|u| Dialect::from(u.engine())))
         .unwrap_or(Dialect::Postgres);
-    let config = match &args.config {
-        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
-        None if Path::new("natkey.toml").is_file() => {
-            Config::load(Path::new("natkey.toml")).map_err(|e| e.to_string())?
-        }
-        None => Config::default(),
-    };
 
     let files = task_files(&args.paths)?;
     let many = files.len() > 1 || args.paths.iter().any(|p| p.is_dir());

@@ -1233,6 +1233,51 @@ fn a_warehouses_tables_and_a_schedules_filters_narrow_serve_and_cli_audits_alike
         6
     );
 
+    // natkey plan and natkey rewrite take the [[warehouse]] name too.
+    let plan = natkey(
+        &dir.0,
+        &["plan", "--warehouse", "dw", "--table", "daily_orders"],
+        &[],
+    );
+    assert_eq!(plan.code, 0, "{}", plan.describe());
+    assert!(
+        plan.stdout.contains("natkey plan for main.daily_orders"),
+        "{}",
+        plan.describe()
+    );
+    std::fs::write(
+        dir.0.join("load.sql"),
+        "INSERT INTO daily_orders (surrogate_key, order_id, line_item_id, order_date, customer_id, \
+         quantity, amount_cents) SELECT lower(hex(randomblob(16))), order_id, line_item_id, \
+         order_date, customer_id, quantity, amount_cents FROM staging_orders;\n",
+    )
+    .expect("write task");
+    let rewrite = natkey(
+        &dir.0,
+        &[
+            "rewrite",
+            "load.sql",
+            "--warehouse",
+            "dw",
+            "--format",
+            "json",
+        ],
+        &[],
+    );
+    assert_eq!(rewrite.code, 1, "{}", rewrite.describe());
+    assert!(
+        rewrite.stdout.contains("insert-without-natural-key"),
+        "{}",
+        rewrite.describe()
+    );
+    let unknown = natkey(&dir.0, &["plan", "--warehouse", "dx", "--table", "t"], &[]);
+    assert_eq!(unknown.code, 2);
+    assert!(
+        unknown.stderr.contains("nor a [[warehouse]] name"),
+        "{}",
+        unknown.describe()
+    );
+
     // natkey serve: "Audit now" covers the warehouse's tables.
     rt.block_on(async {
         let config = Config::parse(&config, &dir.0.join("natkey.toml")).expect("config");
