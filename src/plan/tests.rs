@@ -517,17 +517,20 @@ fn a_mysql_cleanup_larger_than_a_batch_runs_in_batches_of_that_many_rows() {
         }
         let excess = table.excess_rows.expect("excess rows") as u64;
         assert!(excess > 1, "{variant}");
-        let plan = plan_table(&PlanInput {
-            table: &table,
-            dialect: Dialect::MySql,
-            audited_dialect: Dialect::MySql,
-            server_version: "10.11.6-MariaDB",
-            audited_on: "2026-12-03",
-            task_sql: None,
-            task_notes: Vec::new(),
-            batch_rows: 1,
-        })
-        .expect("a plan");
+        let mysql_plan = |batch_rows| {
+            plan_table(&PlanInput {
+                table: &table,
+                dialect: Dialect::MySql,
+                audited_dialect: Dialect::MySql,
+                server_version: "10.11.6-MariaDB",
+                audited_on: "2026-12-03",
+                task_sql: None,
+                task_notes: Vec::new(),
+                batch_rows,
+            })
+            .expect("a plan")
+        };
+        let plan = mysql_plan(1);
         let cleanup = plan
             .steps
             .iter()
@@ -574,17 +577,9 @@ fn a_mysql_cleanup_larger_than_a_batch_runs_in_batches_of_that_many_rows() {
             "a DELIMITER line gets no terminator of its own"
         );
         // At or under the batch size: one transaction, as before.
-        let one = plan_table(&PlanInput {
-            table: &table,
-            dialect: Dialect::MySql,
-            audited_dialect: Dialect::MySql,
-            server_version: "10.11.6-MariaDB",
-            audited_on: "2026-12-03",
-            task_sql: None,
-            task_notes: Vec::new(),
-            batch_rows: excess,
-        })
-        .expect("a plan");
-        assert!(!one.render().contains("CREATE PROCEDURE"), "{variant}");
+        assert!(
+            !mysql_plan(excess).render().contains("CREATE PROCEDURE"),
+            "{variant}"
+        );
     }
 }
