@@ -59,17 +59,7 @@ fn report(conflicting: i64) -> TableReport {
 }
 
 fn plan_for(table: &TableReport, dialect: Dialect) -> Plan {
-    plan_table(&PlanInput {
-        table,
-        dialect,
-        audited_dialect: Dialect::Postgres,
-        server_version: "150020",
-        audited_on: "2026-12-03",
-        task_sql: None,
-        task_notes: Vec::new(),
-        batch_rows: DEFAULT_BATCH_ROWS,
-    })
-    .expect("a plan")
+    plan_with_version(table, dialect, "150020")
 }
 
 #[test]
